@@ -21,36 +21,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dsocr.errors import CheckpointError, CheckpointNotFoundError, WeightMismatchError
+from dsocr.hub import INDEX_FILE, list_checkpoint_files
 from dsocr.model.config import DeepseekOCR2Config
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
-
-INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
-
-
-def checkpoint_shards(model_dir: Path) -> list[Path]:
-    """Shard files in a stable order: from the index's weight_map when present, else all *.safetensors."""
-    index = model_dir / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from e
-        shards = [model_dir / name for name in dict.fromkeys(weight_map.values())]
-    else:
-        shards = sorted(model_dir.glob("*.safetensors"))
-    if not shards:
-        raise CheckpointNotFoundError(f"{model_dir}: no *.safetensors weights found")
-    for shard in shards:
-        if not shard.is_file():
-            raise CheckpointNotFoundError(f"{model_dir}: shard {shard.name} listed in {INDEX_FILE} is missing")
-    return shards
-
 
 def read_tensor_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
     """Name -> shape from the safetensors headers only (no tensor data is read)."""
     shapes: dict[str, tuple[int, ...]] = {}
-    for shard in checkpoint_shards(model_dir):
+    for shard in list_checkpoint_files(model_dir):
         with _open(shard) as f:
             for name in f.keys():
                 shapes[name] = tuple(f.get_slice(name).get_shape())
@@ -91,7 +69,7 @@ def load_weights(model: nn.Module, model_dir: Path, *, device: torch.device | st
     expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
     found = read_tensor_shapes(model_dir)
     check_names(expected, found)
-    for shard in checkpoint_shards(model_dir):
+    for shard in list_checkpoint_files(model_dir):
         with _open(shard) as f:
             for name in f.keys():
                 tensor = f.get_tensor(name).to(device=device, dtype=dtype)
