@@ -1,0 +1,180 @@
+"""The Python API: load a model once, then `ocr(image, prompt=...)` many times, returning result objects.
+
+Must not print, exit or parse command lines; it raises DsocrError subclasses and returns values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from dsocr.errors import ConfigError
+from dsocr.generation.params import SamplingParams
+from dsocr.generation.reference import FINISH_STOP, GenerationRequest, generate
+from dsocr.hub import resolve_model_dir
+from dsocr.model.ocr import DeepseekOCR2ForCausalLM
+from dsocr.model.weights import load_model
+from dsocr.output.grounding import Block, parse_grounding
+from dsocr.output.markdown import blocks_to_markdown
+from dsocr.processing.image import ImageInputs, ProcessingConfig, load_image, preprocess_image, \
+    processing_config_for_mode
+from dsocr.processing.prompts import resolve_prompt
+from dsocr.processing.tokenizer import StreamDecoder, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+ImageSource = str | os.PathLike | bytes | Image.Image
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OCRResult:
+    text: str  # raw model output, special tokens kept, EOS removed
+    markdown: str
+    blocks: tuple[Block, ...]
+    token_ids: tuple[int, ...]
+    finish_reason: str  # "stop" (EOS) or "length" (token limit: output unfinished)
+    image_size: tuple[int, int]
+    num_image_tokens: int
+    prompt_tokens: int
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finish_reason == FINISH_STOP
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text, "markdown": self.markdown, "blocks": [b.to_dict() for b in self.blocks],
+            "token_ids": list(self.token_ids), "finish_reason": self.finish_reason,
+            "finished": self.is_finished, "image_size": list(self.image_size),
+            "num_image_tokens": self.num_image_tokens, "prompt_tokens": self.prompt_tokens,
+            "timings": self.timings, "warnings": list(self.warnings),
+        }
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: CUDA was requested but no CUDA device is available")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+class OCR:
+    """A loaded model with its tokenizer. Thread-compatible, not thread-safe: one call at a time."""
+
+    def __init__(self, model: DeepseekOCR2ForCausalLM, tokenizer: Tokenizer, *, name: str = "") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike, *, device: str | torch.device = "auto",
+                        dtype: str | torch.dtype = "auto") -> OCR:
+        model_dir = resolve_model_dir(model)
+        torch_device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        start = time.perf_counter()
+        network = load_model(model_dir, device=torch_device, dtype=torch_dtype)
+        tokenizer = Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
+        logger.info("loaded %s on %s (%s) in %.1fs", model_dir, torch_device, torch_dtype,
+                    time.perf_counter() - start)
+        return cls(network, tokenizer, name=str(model))
+
+    def processing_config(self, mode: str = "gundam", *, min_crops: int | None = None,
+                          max_crops: int | None = None) -> ProcessingConfig:
+        cfg = self.model.config
+        kwargs = {k: v for k, v in (("min_crops", min_crops), ("max_crops", max_crops)) if v is not None}
+        return processing_config_for_mode(mode, base_size=cfg.base_size, crop_size=cfg.crop_size, **kwargs)
+
+    def ocr(self, image: ImageSource, prompt: str | None = None, *, mode: str = "gundam",
+            min_crops: int | None = None, max_crops: int | None = None, sampling: SamplingParams | None = None,
+            on_text: Callable[[str], None] | None = None) -> OCRResult:
+        """OCR one image. `prompt` is a preset name (markdown, ocr, free, figure, describe) or custom text."""
+        stream = (lambda _i, text: on_text(text)) if on_text else None
+        return self.ocr_batch([image], prompt, mode=mode, min_crops=min_crops, max_crops=max_crops,
+                              sampling=sampling, on_text=stream)[0]
+
+    def ocr_batch(self, images: Sequence[ImageSource], prompt: str | None = None, *, mode: str = "gundam",
+                  min_crops: int | None = None, max_crops: int | None = None,
+                  sampling: SamplingParams | None = None,
+                  on_text: Callable[[int, str], None] | None = None) -> list[OCRResult]:
+        """OCR several images in one batch (same prompt); results in input order."""
+        sampling = sampling or SamplingParams()
+        config = self.processing_config(mode, min_crops=min_crops, max_crops=max_crops)
+        text = resolve_prompt(prompt)
+        t0 = time.perf_counter()
+        inputs = [preprocess_image(load_image(image, max_pixels=config.max_image_pixels), config)
+                  for image in images]
+        t1 = time.perf_counter()
+        embeds = self._embed(inputs)
+        t2 = time.perf_counter()
+        requests = [GenerationRequest(prompt_ids=self.tokenizer.encode_prompt(text, [x.num_image_tokens]),
+                                      image_embeds=[e]) for x, e in zip(inputs, embeds)]
+        decoders = [StreamDecoder(self.tokenizer) for _ in images]
+        callback = None
+        if on_text:
+            def callback(i: int, token: int) -> None:
+                piece = decoders[i].push(token)
+                if piece:
+                    on_text(i, piece)
+        generated = generate(self.model, requests, sampling, image_token_id=self.tokenizer.image_id,
+                             eos_token_id=self.tokenizer.eos_id, on_token=callback,
+                             whitelist_ids=[self.tokenizer.token_id(t) for t in sampling.ngram_whitelist])
+        if on_text:
+            for i, d in enumerate(decoders):
+                tail = d.flush()
+                if tail:
+                    on_text(i, tail)
+        timings = {"preprocess": (t1 - t0) / len(images), "vision": (t2 - t1) / len(images)}
+        return [self._result(x, g, timings) for x, g in zip(inputs, generated)]
+
+    def _embed(self, inputs: Sequence[ImageInputs]) -> list[torch.Tensor]:
+        device, dtype = self.model.device, self.model.dtype
+        global_views = torch.stack([x.global_view for x in inputs]).to(device, dtype)
+        crops = torch.cat([x.crops for x in inputs]).to(device, dtype)
+        with torch.inference_mode():
+            return self.model.model.embed_images(global_views, crops, [x.crops.shape[0] for x in inputs])
+
+    def _result(self, inputs: ImageInputs, generated: Any, timings: dict[str, float]) -> OCRResult:
+        text = self.tokenizer.decode(generated.token_ids)  # EOS is never in token_ids
+        parsed = parse_grounding(text, inputs.original_size)
+        warnings = list(parsed.warnings)
+        if generated.finish_reason != FINISH_STOP:
+            warnings.append(f"output unfinished: no end-of-sentence within {len(generated.token_ids)} tokens")
+        timings = {**timings, "prefill": generated.prefill_seconds, "decode": generated.decode_seconds}
+        n = len(generated.token_ids)
+        timings["tokens_per_second"] = n / generated.decode_seconds if generated.decode_seconds > 0 else 0.0
+        return OCRResult(
+            text=text, markdown=blocks_to_markdown(parsed.blocks), blocks=parsed.blocks, token_ids=tuple(generated.token_ids),
+            finish_reason=generated.finish_reason, image_size=inputs.original_size,
+            num_image_tokens=inputs.num_image_tokens, prompt_tokens=generated.prompt_tokens, timings=timings,
+            warnings=tuple(warnings),
+        )
+
+
+def load(model: str | os.PathLike, *, device: str | torch.device = "auto",
+         dtype: str | torch.dtype = "auto") -> OCR:
+    """Load a model directory or hub id; see `OCR.from_pretrained`."""
+    return OCR.from_pretrained(model, device=device, dtype=dtype)

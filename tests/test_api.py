@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from dsocr import OCR, OCRResult, SamplingParams, load
+from dsocr.errors import ConfigError, InputError
+
+GREEDY_SHORT = SamplingParams(max_new_tokens=12, ngram_size=0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def ocr(tiny_checkpoint: Path) -> OCR:
+    return load(tiny_checkpoint, device="cpu")
+
+
+def _page(size: tuple[int, int], text: str = "Hello") -> Image.Image:
+    img = Image.new("RGB", size, "white")
+    ImageDraw.Draw(img).text((10, 10), text, fill="black")
+    return img
+
+
+def test_ocr_returns_a_result_with_tokens_timings_and_sizes(ocr: OCR) -> None:
+    result = ocr.ocr(_page((300, 200)), "free", sampling=GREEDY_SHORT)
+    assert isinstance(result, OCRResult)
+    assert len(result.token_ids) == 12 and result.finish_reason == "length" and not result.is_finished
+    assert result.image_size == (300, 200)
+    assert result.num_image_tokens == 4 * 6 + 9 + 1  # (3, 2) grid of 128-crops + 192 global + separator
+    assert set(result.timings) >= {"preprocess", "vision", "prefill", "decode"}
+    assert any("unfinished" in w for w in result.warnings)
+    assert result.text == ocr.tokenizer.decode(list(result.token_ids))
+
+
+def test_batch_results_equal_single_results(ocr: OCR) -> None:
+    pages = [_page((300, 200), "a"), _page((100, 90), "b"), _page((150, 400), "c")]
+    batched = ocr.ocr_batch(pages, "markdown", sampling=GREEDY_SHORT)
+    singles = [ocr.ocr(p, "markdown", sampling=GREEDY_SHORT) for p in pages]
+    assert [r.token_ids for r in batched] == [r.token_ids for r in singles]
+    assert [r.num_image_tokens for r in batched] == [34, 10, 22]
+
+
+def test_streamed_text_concatenates_to_the_final_text(ocr: OCR) -> None:
+    pieces: list[str] = []
+    result = ocr.ocr(_page((120, 120)), sampling=GREEDY_SHORT, on_text=pieces.append)
+    assert "".join(pieces) == result.text
+
+
+def test_base_mode_uses_the_global_view_only(ocr: OCR) -> None:
+    result = ocr.ocr(_page((300, 200)), mode="base", sampling=GREEDY_SHORT)
+    assert result.num_image_tokens == 9 + 1
+
+
+def test_modes_without_learned_queries_are_refused(ocr: OCR) -> None:
+    with pytest.raises(ConfigError, match="tiny"):
+        ocr.ocr(_page((300, 200)), mode="tiny")
+
+
+def test_missing_image_raises_input_error(ocr: OCR, tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        ocr.ocr(tmp_path / "nope.png")
