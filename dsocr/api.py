@@ -23,7 +23,6 @@ from dsocr.hub import resolve_model_dir
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import load_model
 from dsocr.output.grounding import Block, parse_grounding
-from dsocr.output.markdown import blocks_to_markdown
 from dsocr.processing.image import ImageInputs, ProcessingConfig, load_image, preprocess_image, \
     processing_config_for_mode
 from dsocr.processing.prompts import resolve_prompt
@@ -167,7 +166,7 @@ class OCR:
         n = len(generated.token_ids)
         timings["tokens_per_second"] = n / generated.decode_seconds if generated.decode_seconds > 0 else 0.0
         return OCRResult(
-            text=text, markdown=blocks_to_markdown(parsed.blocks), blocks=parsed.blocks, token_ids=tuple(generated.token_ids),
+            text=text, markdown=parsed.markdown, blocks=parsed.blocks, token_ids=tuple(generated.token_ids),
             finish_reason=generated.finish_reason, image_size=inputs.original_size,
             num_image_tokens=inputs.num_image_tokens, prompt_tokens=generated.prompt_tokens, timings=timings,
             warnings=tuple(warnings),

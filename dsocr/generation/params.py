@@ -5,41 +5,59 @@ Must not import torch or know token ids: the whitelist is given as token strings
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dsocr.errors import GenerationError
 
 
-def _check(ok: bool, field: str, message: str) -> None:
-    if not ok:
-        raise GenerationError(f"{field}: {message}")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SamplingParams:
+    """Defaults: greedy decoding with the windowed n-gram guard of DeepSeek's vLLM recipe (spec 8.2)."""
+
     max_new_tokens: int = 8192
     temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
+    top_p: float = 1.0  # nucleus mass kept, in (0, 1]; 1 = off
     top_k: int = 0  # 0 = off
-    seed: int | None = None
-    ngram_size: int = 30  # windowed guard of DeepSeek's vLLM recipe; 0 = off
-    ngram_window: int = 90  # over the last N generated tokens
-    ngram_whitelist: tuple[str, ...] = ("<td>", "</td>")  # never banned (table cells repeat legitimately)
-    no_repeat_ngram_size: int = 0  # transformers-style guard over the whole sequence; 0 = off
+    seed: int | None = None  # None = the caller's default generator (not reproducible)
+    ngram_size: int = 30  # windowed guard over the generated tokens; 0 = off
+    ngram_window: int = 90  # the guard looks at n-grams inside the last `ngram_window` generated tokens
+    ngram_whitelist: tuple[str, ...] = ("<td>", "</td>")  # never banned: table cells repeat legitimately
+    no_repeat_ngram_size: int = 0  # transformers-style guard over prompt + generated; 0 = off
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.max_new_tokens >= 1, "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
-        _check(self.temperature >= 0.0, "temperature", f"must be >= 0, got {self.temperature}")
-        _check(0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}")
-        _check(self.top_k >= 0, "top_k", f"must be >= 0 (0 = off), got {self.top_k}")
-        _check(self.ngram_size >= 0, "ngram_size", f"must be >= 0 (0 = off), got {self.ngram_size}")
-        _check(self.ngram_size == 0 or self.ngram_window >= self.ngram_size, "ngram_window",
-               f"must be >= ngram_size ({self.ngram_size}), got {self.ngram_window}")
-        _check(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size",
-               f"must be >= 0 (0 = off), got {self.no_repeat_ngram_size}")
+        _check_int(self.max_new_tokens, "max_new_tokens", minimum=1)
+        _check_int(self.top_k, "top_k", minimum=0)
+        _check_int(self.ngram_size, "ngram_size", minimum=0)
+        _check_int(self.no_repeat_ngram_size, "no_repeat_ngram_size", minimum=0)
+        _check_int(self.ngram_window, "ngram_window", minimum=self.ngram_size)  # a shorter window never bans
+        if self.seed is not None:
+            _check_int(self.seed, "seed", minimum=0, maximum=2**64 - 1)  # what torch.Generator accepts
+        _check_float(self.temperature, "temperature", "a finite number >= 0 (0 = greedy)",
+                     lambda t: math.isfinite(t) and t >= 0.0)
+        _check_float(self.top_p, "top_p", "in (0, 1]", lambda p: 0.0 < p <= 1.0)
+        # A bare string would silently become a tuple of characters, so only a tuple or list is taken.
+        whitelist = self.ngram_whitelist
+        if not isinstance(whitelist, (tuple, list)) or not all(isinstance(t, str) for t in whitelist):
+            raise GenerationError(f"ngram_whitelist: must be a sequence of token strings, "
+                                  f"got {self.ngram_whitelist!r}")
         object.__setattr__(self, "ngram_whitelist", tuple(self.ngram_whitelist))
 
     @property
     def is_greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def _check_int(value: object, field: str, *, minimum: int, maximum: int | None = None) -> None:
+    in_range = isinstance(value, int) and value >= minimum and (maximum is None or value <= maximum)
+    if isinstance(value, bool) or not in_range:
+        allowed = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise GenerationError(f"{field}: must be an integer {allowed}, got {value!r}")
+
+
+def _check_float(value: object, field: str, allowed: str, ok: Callable[[float], bool]) -> None:
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (is_number and ok(float(value))):  # type: ignore[arg-type]
+        raise GenerationError(f"{field}: must be {allowed}, got {value!r}")
