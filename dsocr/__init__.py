@@ -26,9 +26,19 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
-    "OCR", "OCRResult", "SamplingParams", "load",
-    "DsocrError", "ConfigError", "CheckpointError", "CheckpointNotFoundError", "WeightMismatchError",
-    "InputError", "UnsupportedFormatError", "ImageDecodeError", "GenerationError",
+    "OCR",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "ConfigError",
+    "DsocrError",
+    "GenerationError",
+    "ImageDecodeError",
+    "InputError",
+    "OCRResult",
+    "SamplingParams",
+    "UnsupportedFormatError",
+    "WeightMismatchError",
+    "load",
 ]
 
 _LAZY = {"OCR": "dsocr.api", "OCRResult": "dsocr.api", "load": "dsocr.api",

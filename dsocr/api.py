@@ -23,8 +23,13 @@ from dsocr.hub import resolve_model_dir
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import load_model
 from dsocr.output.grounding import Block, parse_grounding
-from dsocr.processing.image import ImageInputs, ProcessingConfig, load_image, preprocess_image, \
-    processing_config_for_mode
+from dsocr.processing.image import (
+    ImageInputs,
+    ProcessingConfig,
+    load_image,
+    preprocess_image,
+    processing_config_for_mode,
+)
 from dsocr.processing.prompts import resolve_prompt
 from dsocr.processing.tokenizer import StreamDecoder, Tokenizer
 

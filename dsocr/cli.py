@@ -20,7 +20,7 @@ EXIT_USAGE = 2
 
 
 class _CliError(click.ClickException):
-    def show(self, file=None) -> None:  # noqa: ANN001 (click's signature)
+    def show(self, file=None) -> None:
         click.echo(f"dsocr: error: {self.format_message()}", err=True)
 
 
@@ -109,7 +109,7 @@ def ocr(images: Sequence[Path], model: str, prompt: str, mode: str, min_crops: i
         sys.exit(EXIT_INPUT_FAILED)
 
 
-def _emit(path: Path, result, *, as_json: bool, raw: bool, streamed: bool, several: bool) -> None:  # noqa: ANN001
+def _emit(path: Path, result, *, as_json: bool, raw: bool, streamed: bool, several: bool) -> None:
     if as_json:
         click.echo(json.dumps({"image": str(path), **result.to_dict()}, ensure_ascii=False))
         return

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 
 def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dsocr", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "dsocr", *args], check=False, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 

@@ -25,6 +25,7 @@ from dsocr.hub import INDEX_FILE, list_checkpoint_files
 from dsocr.model.config import DeepseekOCR2Config
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 
+
 def read_tensor_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
     """Name -> shape from the safetensors headers only (no tensor data is read)."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -90,7 +91,7 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     setattr(module, attr, nn.Parameter(tensor, requires_grad=False))
 
 
-def _open(shard: Path):  # noqa: ANN202 (safetensors returns an untyped handle)
+def _open(shard: Path):
     try:
         return safe_open(str(shard), framework="pt")
     except Exception as e:  # safetensors raises its own SafetensorError / OSError types

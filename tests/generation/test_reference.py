@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -10,11 +12,11 @@ IMAGE_ID, EOS_ID = 3, 1
 
 
 @pytest.fixture(scope="module")
-def model():  # noqa: ANN201
+def model():
     return random_model(tiny_config(), seed=7)
 
 
-def _greedy_by_recomputation(model, prompt: list[int], steps: int) -> list[int]:  # noqa: ANN001
+def _greedy_by_recomputation(model, prompt: list[int], steps: int) -> list[int]:
     ids = list(prompt)
     for _ in range(steps):
         t = len(ids)
@@ -25,11 +27,11 @@ def _greedy_by_recomputation(model, prompt: list[int], steps: int) -> list[int]:
     return ids[len(prompt):]
 
 
-def _greedy(max_new: int, **kw) -> SamplingParams:  # noqa: ANN003
+def _greedy(max_new: int, **kw) -> SamplingParams:
     return SamplingParams(max_new_tokens=max_new, ngram_size=0, ignore_eos=True, **kw)
 
 
-def test_cached_generation_equals_full_recomputation(model) -> None:  # noqa: ANN001
+def test_cached_generation_equals_full_recomputation(model) -> None:
     prompt = [0, 17, 42, 99, 250, 7, 300]
     (result,) = generate(model, [GenerationRequest(prompt_ids=prompt)], _greedy(12),
                          image_token_id=IMAGE_ID, eos_token_id=EOS_ID)
@@ -37,7 +39,7 @@ def test_cached_generation_equals_full_recomputation(model) -> None:  # noqa: AN
     assert result.finish_reason == FINISH_LENGTH and result.prompt_tokens == len(prompt)
 
 
-def test_batched_generation_with_padding_equals_one_by_one(model) -> None:  # noqa: ANN001
+def test_batched_generation_with_padding_equals_one_by_one(model) -> None:
     prompts = [[0, 5, 6, 7], [0, 8, 9, 10, 11, 12, 13, 14, 15], [0, 200]]
     alone = [generate(model, [GenerationRequest(prompt_ids=p)], _greedy(10), image_token_id=IMAGE_ID,
                       eos_token_id=EOS_ID)[0].token_ids for p in prompts]
@@ -46,7 +48,7 @@ def test_batched_generation_with_padding_equals_one_by_one(model) -> None:  # no
     assert [r.token_ids for r in batched] == alone
 
 
-def test_images_in_a_batch_land_in_their_own_prompts(model) -> None:  # noqa: ANN001
+def test_images_in_a_batch_land_in_their_own_prompts(model) -> None:
     g = torch.randn(2, 3, 192, 192)
     crops = torch.randn(2, 3, 128, 128)
     seqs = model.model.embed_images(g, crops, [2, 0])
@@ -59,7 +61,7 @@ def test_images_in_a_batch_land_in_their_own_prompts(model) -> None:  # noqa: AN
     assert alone[0] != alone[1]
 
 
-def test_generation_stops_at_eos_and_excludes_it(model) -> None:  # noqa: ANN001
+def test_generation_stops_at_eos_and_excludes_it(model) -> None:
     prompt = [0, 17, 42]
     free = generate(model, [GenerationRequest(prompt_ids=prompt)], _greedy(6), image_token_id=IMAGE_ID,
                     eos_token_id=EOS_ID)[0].token_ids
@@ -71,7 +73,7 @@ def test_generation_stops_at_eos_and_excludes_it(model) -> None:  # noqa: ANN001
     assert result.token_ids == free[:free.index(free[2])]
 
 
-def test_streaming_callback_sees_every_token_in_order(model) -> None:  # noqa: ANN001
+def test_streaming_callback_sees_every_token_in_order(model) -> None:
     seen: list[tuple[int, int]] = []
     results = generate(model, [GenerationRequest(prompt_ids=[0, 1 + 4]), GenerationRequest(prompt_ids=[0, 9, 9])],
                        _greedy(5), image_token_id=IMAGE_ID, eos_token_id=EOS_ID,
@@ -80,24 +82,24 @@ def test_streaming_callback_sees_every_token_in_order(model) -> None:  # noqa: A
         assert [t for j, t in seen if j == i] == r.token_ids
 
 
-def test_sampling_with_a_seed_is_reproducible(model) -> None:  # noqa: ANN001
+def test_sampling_with_a_seed_is_reproducible(model) -> None:
     params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=123, ngram_size=0,
                             ignore_eos=True)
-    run = lambda: generate(model, [GenerationRequest(prompt_ids=[0, 4, 5])], params,  # noqa: E731
+    run = lambda: generate(model, [GenerationRequest(prompt_ids=[0, 4, 5])], params,
                            image_token_id=IMAGE_ID, eos_token_id=EOS_ID)[0].token_ids
     assert run() == run()
 
 
-def test_repetition_guard_is_applied_during_generation(model) -> None:  # noqa: ANN001
+def test_repetition_guard_is_applied_during_generation(model) -> None:
     params = SamplingParams(max_new_tokens=40, ngram_size=0, no_repeat_ngram_size=2, ignore_eos=True)
     (result,) = generate(model, [GenerationRequest(prompt_ids=[0, 4, 5])], params, image_token_id=IMAGE_ID,
                          eos_token_id=EOS_ID)
     seq = [0, 4, 5] + result.token_ids
-    bigrams = list(zip(seq, seq[1:]))
+    bigrams = list(itertools.pairwise(seq))
     assert len(bigrams) == len(set(bigrams))
 
 
-def test_prompt_longer_than_the_context_is_refused(model) -> None:  # noqa: ANN001
+def test_prompt_longer_than_the_context_is_refused(model) -> None:
     with pytest.raises(GenerationError, match="context"):
         generate(model, [GenerationRequest(prompt_ids=[0] * 2048)], _greedy(2), image_token_id=IMAGE_ID,
                  eos_token_id=EOS_ID)

@@ -5,7 +5,7 @@ from dsocr.model.sam import relative_position_table, window_partition, window_un
 from dsocr.testing.fixtures import random_model, tiny_config
 
 
-def _encoder_with_queries(seed: int = 0):  # noqa: ANN202
+def _encoder_with_queries(seed: int = 0):
     model = random_model(tiny_config(), seed=seed)
     return model.model.qwen2_model
 

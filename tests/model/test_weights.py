@@ -56,7 +56,7 @@ def test_bfloat16_checkpoint_is_cast_to_the_requested_dtype(tmp_path: Path) -> N
     assert torch.equal(loaded.lm_head.weight, source.lm_head.weight.to(torch.bfloat16).float())
 
 
-def _rewrite(model_dir: Path, edit) -> None:  # noqa: ANN001
+def _rewrite(model_dir: Path, edit) -> None:
     shard = _shard(model_dir)
     tensors = load_file(shard)
     edit(tensors)
