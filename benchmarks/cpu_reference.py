@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import time
 
 import torch
@@ -76,6 +77,7 @@ def main() -> None:
         m = measure(dtype, args.decode_tokens, args.crops)
         m["page_s"] = m["vision_s"] + m["prefill_s"] + args.page_tokens * m["decode_s_per_token"]
         rows[str(dtype).removeprefix("torch.")] = m
+        print(f"measured {dtype}: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items()), file=sys.stderr, flush=True)
     names = list(rows)
     print(f"full-size DeepSeek-OCR 2, random weights, CPU threads={args.threads}, {args.crops} crops, "
           f"{args.decode_tokens} decoded tokens, page = vision + prefill + {args.page_tokens} tokens")
