@@ -114,20 +114,21 @@ class OCR:
 
     def ocr(self, image: ImageSource, prompt: str | None = None, *, mode: str = "gundam",
             min_crops: int | None = None, max_crops: int | None = None, sampling: SamplingParams | None = None,
-            on_text: Callable[[str], None] | None = None) -> OCRResult:
-        """OCR one image. `prompt` is a preset name (markdown, ocr, free, figure, describe) or custom text."""
+            locate_text: str | None = None, on_text: Callable[[str], None] | None = None) -> OCRResult:
+        """OCR one image. `prompt` is a preset name (markdown, ocr, free, figure, describe, locate with
+        `locate_text`) or custom text."""
         stream = (lambda _i, text: on_text(text)) if on_text else None
         return self.ocr_batch([image], prompt, mode=mode, min_crops=min_crops, max_crops=max_crops,
-                              sampling=sampling, on_text=stream)[0]
+                              sampling=sampling, locate_text=locate_text, on_text=stream)[0]
 
     def ocr_batch(self, images: Sequence[ImageSource], prompt: str | None = None, *, mode: str = "gundam",
                   min_crops: int | None = None, max_crops: int | None = None,
-                  sampling: SamplingParams | None = None,
+                  sampling: SamplingParams | None = None, locate_text: str | None = None,
                   on_text: Callable[[int, str], None] | None = None) -> list[OCRResult]:
         """OCR several images in one batch (same prompt); results in input order."""
         sampling = sampling or SamplingParams()
         config = self.processing_config(mode, min_crops=min_crops, max_crops=max_crops)
-        text = resolve_prompt(prompt)
+        text = resolve_prompt(prompt, locate_text=locate_text)
         t0 = time.perf_counter()
         inputs = [preprocess_image(load_image(image, max_pixels=config.max_image_pixels), config)
                   for image in images]

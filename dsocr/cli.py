@@ -38,7 +38,8 @@ def main(verbose: int) -> None:
 @click.option("--model", "-m", envvar="DSOCR_MODEL", default="deepseek-ai/DeepSeek-OCR-2", show_default=True,
               help="Checkpoint directory or Hugging Face id (env DSOCR_MODEL).")
 @click.option("--prompt", "-p", default="markdown", show_default=True,
-              help="Preset (markdown, ocr, free, figure, describe) or custom prompt text.")
+              help="Preset (markdown, ocr, free, figure, describe, locate) or custom prompt text.")
+@click.option("--locate", "locate_text", default=None, help="Phrase to find with --prompt locate.")
 @click.option("--mode", envvar="DEEPSEEK_OCR_MODE", default="gundam", show_default=True,
               help="Resolution mode: gundam (crops + global view) or base (global view only).")
 @click.option("--min-crops", type=int, default=None, help="Minimum number of crop tiles (default 2).")
@@ -63,7 +64,7 @@ def main(verbose: int) -> None:
 def ocr(images: Sequence[Path], model: str, prompt: str, mode: str, min_crops: int | None, max_crops: int | None,
         device: str, dtype: str, max_tokens: int, temperature: float, top_p: float, top_k: int, seed: int | None,
         ngram_size: int, ngram_window: int, no_repeat_ngram_size: int, batch_size: int, as_json: bool,
-        raw: bool, stream: bool) -> None:
+        raw: bool, stream: bool, locate_text: str | None) -> None:
     """OCR IMAGES and print Markdown (or JSON) to stdout."""
     from dsocr.api import OCR
     from dsocr.generation.params import SamplingParams
@@ -98,7 +99,8 @@ def ocr(images: Sequence[Path], model: str, prompt: str, mode: str, min_crops: i
         chunk = loaded[start:start + batch_size]
         try:
             results = engine.ocr_batch([img for _, img in chunk], prompt, mode=mode, min_crops=min_crops,
-                                       max_crops=max_crops, sampling=sampling, on_text=on_text)
+                                       max_crops=max_crops, sampling=sampling, locate_text=locate_text,
+                                       on_text=on_text)
         except DsocrError as e:
             raise _CliError(str(e)) from e
         for (path, _), result in zip(chunk, results):

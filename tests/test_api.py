@@ -58,3 +58,9 @@ def test_modes_without_learned_queries_are_refused(ocr: OCR) -> None:
 def test_missing_image_raises_input_error(ocr: OCR, tmp_path: Path) -> None:
     with pytest.raises(InputError):
         ocr.ocr(tmp_path / "nope.png")
+
+
+def test_locate_preset_puts_the_phrase_in_the_prompt(ocr: OCR) -> None:
+    result = ocr.ocr(_page((120, 120)), "locate", locate_text="Hello", sampling=GREEDY_SHORT)
+    expected = ocr.tokenizer.encode_prompt("<image>\nLocate <|ref|>Hello<|/ref|> in the image.", [10])
+    assert result.prompt_tokens == len(expected)
