@@ -1,7 +1,8 @@
 """dsocr: DeepSeek-OCR 2 in native PyTorch.
 
 Public surface (imported lazily so `import dsocr` stays fast and never imports torch):
-`load`, `OCR`, `OCRResult`, `SamplingParams`, and the errors of `dsocr.errors`.
+`load`, `OCR`, `OCRResult`, `SamplingParams`, the document pipeline's `Converter`, `ConvertOptions` and
+`Document`, and the errors of `dsocr.errors`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from dsocr.errors import (
     CheckpointError,
     CheckpointNotFoundError,
     ConfigError,
+    DocumentDecodeError,
     DsocrError,
+    EmptyDocumentError,
     GenerationError,
     ImageDecodeError,
     InputError,
+    PasswordError,
     UnsupportedFormatError,
     WeightMismatchError,
 )
@@ -23,6 +27,8 @@ from dsocr.errors import (
 if TYPE_CHECKING:
     from dsocr.api import OCR, OCRResult, load
     from dsocr.generation.params import SamplingParams
+    from dsocr.pipeline.document import Document
+    from dsocr.pipeline.pipeline import Converter, ConvertOptions
 
 __version__ = "0.1.0"
 __all__ = [
@@ -30,11 +36,17 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "ConfigError",
+    "ConvertOptions",
+    "Converter",
+    "Document",
+    "DocumentDecodeError",
     "DsocrError",
+    "EmptyDocumentError",
     "GenerationError",
     "ImageDecodeError",
     "InputError",
     "OCRResult",
+    "PasswordError",
     "SamplingParams",
     "UnsupportedFormatError",
     "WeightMismatchError",
@@ -42,7 +54,8 @@ __all__ = [
 ]
 
 _LAZY = {"OCR": "dsocr.api", "OCRResult": "dsocr.api", "load": "dsocr.api",
-         "SamplingParams": "dsocr.generation.params"}
+         "SamplingParams": "dsocr.generation.params", "Converter": "dsocr.pipeline.pipeline",
+         "ConvertOptions": "dsocr.pipeline.pipeline", "Document": "dsocr.pipeline.document"}
 
 
 def __getattr__(name: str) -> Any:

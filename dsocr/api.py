@@ -24,9 +24,11 @@ from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import load_model
 from dsocr.output.grounding import Block, parse_grounding
 from dsocr.processing.image import (
+    DeferredImageInputs,
     ImageInputs,
     ProcessingConfig,
     load_image,
+    normalize,
     preprocess_image,
     processing_config_for_mode,
 )
@@ -64,6 +66,19 @@ class OCRResult:
             "num_image_tokens": self.num_image_tokens, "prompt_tokens": self.prompt_tokens,
             "timings": self.timings, "warnings": list(self.warnings),
         }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedImage:
+    """One image after preprocessing, with its prompt tokenized: what `OCR.run` consumes."""
+
+    inputs: ImageInputs | DeferredImageInputs
+    prompt_ids: list[int]
+    seconds: float = 0.0  # time spent preparing
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.inputs.original_size
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -126,18 +141,33 @@ class OCR:
                   sampling: SamplingParams | None = None, locate_text: str | None = None,
                   on_text: Callable[[int, str], None] | None = None) -> list[OCRResult]:
         """OCR several images in one batch (same prompt); results in input order."""
-        sampling = sampling or SamplingParams()
+        prepared = [self.prepare(image, prompt, mode=mode, min_crops=min_crops, max_crops=max_crops,
+                                 locate_text=locate_text) for image in images]
+        return self.run(prepared, sampling=sampling, on_text=on_text)
+
+    def prepare(self, image: ImageSource, prompt: str | None = None, *, mode: str = "gundam",
+                min_crops: int | None = None, max_crops: int | None = None,
+                locate_text: str | None = None, defer_views: bool | None = None) -> PreparedImage:
+        """Decode and preprocess one image and tokenize its prompt: the CPU half of `ocr`, safe to run in
+        worker threads while `run` uses the model. `defer_views` (default: when the model is on CUDA) leaves
+        the resizing to the model's device, bit-identical to Pillow's."""
+        start = time.perf_counter()
         config = self.processing_config(mode, min_crops=min_crops, max_crops=max_crops)
         text = resolve_prompt(prompt, locate_text=locate_text)
-        t0 = time.perf_counter()
-        inputs = [preprocess_image(load_image(image, max_pixels=config.max_image_pixels), config)
-                  for image in images]
+        defer = self.model.device.type == "cuda" if defer_views is None else defer_views
+        inputs = preprocess_image(load_image(image, max_pixels=config.max_image_pixels), config, defer=defer)
+        prompt_ids = self.tokenizer.encode_prompt(text, [inputs.num_image_tokens])
+        return PreparedImage(inputs=inputs, prompt_ids=prompt_ids, seconds=time.perf_counter() - start)
+
+    def run(self, prepared: Sequence[PreparedImage], *, sampling: SamplingParams | None = None,
+            on_text: Callable[[int, str], None] | None = None) -> list[OCRResult]:
+        """Encode the images and generate for all of them as one batch; results in input order."""
+        sampling = sampling or SamplingParams()
         t1 = time.perf_counter()
-        embeds = self._embed(inputs)
+        embeds = self._embed([p.inputs for p in prepared])
         t2 = time.perf_counter()
-        requests = [GenerationRequest(prompt_ids=self.tokenizer.encode_prompt(text, [x.num_image_tokens]),
-                                      image_embeds=[e]) for x, e in zip(inputs, embeds)]
-        decoders = [StreamDecoder(self.tokenizer) for _ in images]
+        requests = [GenerationRequest(prompt_ids=p.prompt_ids, image_embeds=[e]) for p, e in zip(prepared, embeds)]
+        decoders = [StreamDecoder(self.tokenizer) for _ in prepared]
         callback = None
         if on_text:
             def callback(i: int, token: int) -> None:
@@ -152,17 +182,21 @@ class OCR:
                 tail = d.flush()
                 if tail:
                     on_text(i, tail)
-        timings = {"preprocess": (t1 - t0) / len(images), "vision": (t2 - t1) / len(images)}
-        return [self._result(x, g, timings) for x, g in zip(inputs, generated)]
+        vision = (t2 - t1) / len(prepared)
+        return [self._result(p.inputs, g, {"preprocess": p.seconds, "vision": vision})
+                for p, g in zip(prepared, generated)]
 
-    def _embed(self, inputs: Sequence[ImageInputs]) -> list[torch.Tensor]:
+    def _embed(self, inputs: Sequence[ImageInputs | DeferredImageInputs]) -> list[torch.Tensor]:
         device, dtype = self.model.device, self.model.dtype
-        global_views = torch.stack([x.global_view for x in inputs]).to(device, dtype)
-        crops = torch.cat([x.crops for x in inputs]).to(device, dtype)
+        # uint8 pixels travel to the device; normalisation happens there in float32, then the model dtype.
+        views = [x.views(device) for x in inputs]
+        global_views = normalize(torch.stack([g for g, _ in views])).to(dtype)
+        crops = normalize(torch.cat([c for _, c in views])).to(dtype)
         with torch.inference_mode():
-            return self.model.model.embed_images(global_views, crops, [x.crops.shape[0] for x in inputs])
+            return self.model.model.embed_images(global_views, crops, [x.num_crops for x in inputs])
 
-    def _result(self, inputs: ImageInputs, generated: Any, timings: dict[str, float]) -> OCRResult:
+    def _result(self, inputs: ImageInputs | DeferredImageInputs, generated: Any,
+                timings: dict[str, float]) -> OCRResult:
         text = self.tokenizer.decode(generated.token_ids)  # EOS is never in token_ids
         parsed = parse_grounding(text, inputs.original_size)
         warnings = list(parsed.warnings)

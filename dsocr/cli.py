@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,3 +123,148 @@ def _emit(path: Path, result, *, as_json: bool, raw: bool, streamed: bool, sever
     if several:
         click.echo(f"==> {path} <==")
     click.echo(result.text if raw else result.markdown)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "-o", "output_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder: OUT/<name>/<name>.md, .json, ... per document.")
+@click.option("--model", "-m", envvar="DSOCR_MODEL", default="deepseek-ai/DeepSeek-OCR-2", show_default=True,
+              help="Checkpoint directory or Hugging Face id (env DSOCR_MODEL).")
+@click.option("--format", "formats", default="md,json", show_default=True,
+              help="Comma-separated outputs: md, json, html, pdf (searchable PDF). JSON is always written.")
+@click.option("--pages", default=None, help="Page ranges, 1-based: 1-3,7,10-")
+@click.option("--password", default=None, help="Password of encrypted PDFs.")
+@click.option("--dpi", type=float, default=144.0, show_default=True, help="PDF rendering resolution.")
+@click.option("--prompt", "-p", default="markdown", show_default=True,
+              help="Preset (markdown, ocr, free, figure, describe) or custom prompt text.")
+@click.option("--mode", envvar="DEEPSEEK_OCR_MODE", default="gundam", show_default=True,
+              help="Resolution mode: gundam (crops + global view) or base (global view only).")
+@click.option("--min-crops", type=int, default=None, help="Minimum number of crop tiles (default 2).")
+@click.option("--max-crops", type=int, default=None, help="Maximum number of crop tiles (default 6).")
+@click.option("--max-tokens", type=int, default=8192, show_default=True, help="Maximum new tokens per page.")
+@click.option("--ngram-size", type=int, default=30, show_default=True, help="Repetition guard n-gram; 0 = off.")
+@click.option("--ngram-window", type=int, default=90, show_default=True)
+@click.option("--retries", type=click.IntRange(0, 2), default=2, show_default=True,
+              help="Loop-recovery retries for pages without an end (fewer crops, then page halves).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Pages decoded together.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads rendering and preprocessing pages ahead of the model.")
+@click.option("--math", type=click.Choice(["brackets", "dollars"]), default="brackets", show_default=True,
+              help="Math delimiters in the Markdown: \\(..\\) \\[..\\] or $..$ $$..$$.")
+@click.option("--page-separator", default=None,
+              help="Text between pages in the Markdown ({page} = next page number). "
+                   "Default: the reference's '<--- Page Split --->'.")
+@click.option("--no-figures", is_flag=True, help="Do not crop figures into images/.")
+@click.option("--no-overlays", is_flag=True, help="Do not draw layout boxes into pages/.")
+@click.option("--overwrite", is_flag=True, help="Redo documents whose outputs are complete and up to date.")
+@click.option("--strict", is_flag=True, help="Exit 1 also when a page is truncated or repeating.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16.")
+@click.option("--backend", type=click.Choice(["model", "stub"]), default="model", hidden=True,
+              help="stub: no model, a fixed answer per page (pipeline benchmarks and demos).")
+def convert(inputs: Sequence[str], output_dir: Path, model: str, formats: str, pages: str | None,
+            password: str | None, dpi: float, prompt: str, mode: str, min_crops: int | None,
+            max_crops: int | None, max_tokens: int, ngram_size: int, ngram_window: int, retries: int,
+            batch_size: int, workers: int, math: str, page_separator: str | None, no_figures: bool,
+            no_overlays: bool, overwrite: bool, strict: bool, quiet: bool, device: str, dtype: str,
+            backend: str) -> None:
+    """Convert documents (PDFs, images, folders, globs) to Markdown, JSON, HTML and searchable PDF."""
+    from dsocr.generation.params import SamplingParams
+    from dsocr.pipeline.backend import StubBackend, View
+    from dsocr.pipeline.pipeline import Converter, ConvertOptions
+    from dsocr.pipeline.sources import RenderSettings, expand_inputs
+    from dsocr.pipeline.writers import DEFAULT_PAGE_SEPARATOR
+
+    chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats.split(",") if f.strip()))
+    try:
+        options = ConvertOptions(
+            prompt=prompt, view=View(mode=mode, min_crops=min_crops, max_crops=max_crops),
+            sampling=SamplingParams(max_new_tokens=max_tokens, ngram_size=ngram_size, ngram_window=ngram_window),
+            render=RenderSettings(dpi=dpi), pages=pages, password=password, retries=retries,
+            batch_size=batch_size, workers=workers, formats=chosen, figures=not no_figures,
+            overlays=not no_overlays, page_separator=DEFAULT_PAGE_SEPARATOR if page_separator is None
+            else page_separator.encode().decode("unicode_escape"), math=math)
+        paths = expand_inputs(inputs)
+        if not paths:
+            raise click.UsageError("no input documents found")
+        converter = (Converter(StubBackend(), options) if backend == "stub"
+                     else Converter.from_pretrained(model, device=device, dtype=dtype, options=options))
+    except DsocrError as e:
+        raise _CliError(str(e)) from e
+    summary = _convert_all(converter, paths, output_dir, overwrite=overwrite, quiet=quiet)
+    if summary.failed or (strict and summary.not_ok):
+        sys.exit(EXIT_INPUT_FAILED)
+
+
+class _Summary:
+    def __init__(self) -> None:
+        self.documents = self.skipped = self.failed_documents = 0
+        self.counts: dict[str, int] = {}
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failed_documents or self.counts.get("failed"))
+
+    @property
+    def not_ok(self) -> bool:
+        return any(n for status, n in self.counts.items() if status != "ok")
+
+    def add(self, doc) -> None:
+        self.documents += 1
+        if doc.error is not None:
+            self.failed_documents += 1
+        for status, n in doc.status_counts().items():
+            self.counts[status] = self.counts.get(status, 0) + n
+
+    def line(self, seconds: float) -> str:
+        pages = sum(self.counts.values())
+        statuses = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n) or "none"
+        extra = [f"{self.failed_documents} failed" if self.failed_documents else "",
+                 f"{self.skipped} up to date" if self.skipped else ""]
+        docs = _plural(self.documents, "document") + (f" ({', '.join(e for e in extra if e)})" if any(extra) else "")
+        rate = f"{pages / seconds:.2f} pages/s" if seconds > 0 else ""
+        return f"dsocr: {docs}, {_plural(pages, 'page')} ({statuses}) in {seconds:.1f} s, {rate}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _convert_all(converter, paths: Sequence[Path], output_dir: Path, *, overwrite: bool, quiet: bool) -> _Summary:
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    summary = _Summary()
+    # The width is read once (a terminal that reports none, like a bare pty, gets 80 columns).
+    bar = tqdm(total=0, unit="page", disable=quiet or not sys.stderr.isatty(), file=sys.stderr,
+               ncols=shutil.get_terminal_size().columns)
+
+    def on_progress(event) -> None:
+        if event.kind == "document":
+            bar.total += event.pages
+            bar.refresh()
+            if event.resumed and not quiet:
+                bar.write(f"dsocr: {event.document.source}: resuming, {event.resumed} of "
+                          f"{event.resumed + event.pages} pages already done", file=sys.stderr)
+        elif event.kind == "page":
+            bar.update(1)
+            page = event.page
+            if page.status != "ok":
+                bar.write(f"dsocr: warning: {event.document.source}: page {page.number} {page.status}: "
+                          f"{page.reason}", file=sys.stderr)
+        elif event.kind == "skipped":
+            summary.skipped += 1
+
+    with bar:
+        for doc in converter.convert_many(paths, output_dir=output_dir, overwrite=overwrite,
+                                          on_progress=on_progress):
+            summary.add(doc)
+            if doc.error is not None:
+                bar.write(f"dsocr: error: {doc.error}", file=sys.stderr)
+    if not quiet:
+        click.echo(summary.line(time.perf_counter() - start), err=True)
+    return summary

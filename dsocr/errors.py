@@ -9,7 +9,10 @@ Must not import anything from dsocr (leaf module).
     │   └── WeightMismatchError     missing / unexpected / mis-shaped tensors
     ├── InputError
     │   ├── UnsupportedFormatError  not an image we can read
-    │   └── ImageDecodeError        file exists but cannot be decoded
+    │   ├── ImageDecodeError        file exists but cannot be decoded
+    │   ├── DocumentDecodeError     a PDF that is corrupt, truncated or cannot be rendered
+    │   ├── PasswordError           an encrypted PDF without the (right) password
+    │   └── EmptyDocumentError      no pages, or the page selection selects none
     └── GenerationError             invalid sampling parameters or prompt
 """
 
@@ -76,3 +79,15 @@ class ImageDecodeError(InputError):
 
 class GenerationError(DsocrError, ValueError):
     """Invalid generation request (sampling parameters, prompt without image tokens, ...)."""
+
+
+class DocumentDecodeError(InputError):
+    """The input looks like a document (PDF) but cannot be read or rendered."""
+
+
+class PasswordError(InputError):
+    """The document is encrypted and no password, or a wrong one, was given."""
+
+
+class EmptyDocumentError(InputError):
+    """The document has no pages, or the requested page selection selects none of them."""

@@ -64,3 +64,12 @@ def test_locate_preset_puts_the_phrase_in_the_prompt(ocr: OCR) -> None:
     result = ocr.ocr(_page((120, 120)), "locate", locate_text="Hello", sampling=GREEDY_SHORT)
     expected = ocr.tokenizer.encode_prompt("<image>\nLocate <|ref|>Hello<|/ref|> in the image.", [10])
     assert result.prompt_tokens == len(expected)
+
+
+def test_views_cut_on_the_device_give_the_same_tokens(ocr: OCR) -> None:
+    pages = [_page((300, 200), "a"), _page((100, 90), "b")]
+    eager = [ocr.prepare(p, "markdown", defer_views=False) for p in pages]
+    deferred = [ocr.prepare(p, "markdown", defer_views=True) for p in pages]
+    assert not hasattr(deferred[0].inputs, "crop_pixels")  # only the page's pixels were prepared
+    assert [r.token_ids for r in ocr.run(deferred, sampling=GREEDY_SHORT)] == [
+        r.token_ids for r in ocr.run(eager, sampling=GREEDY_SHORT)]

@@ -8,7 +8,8 @@ def test_public_surface_is_pinned() -> None:
     assert sorted(dsocr.__all__) == sorted([
         "OCR", "OCRResult", "SamplingParams", "load", "DsocrError", "ConfigError", "CheckpointError",
         "CheckpointNotFoundError", "WeightMismatchError", "InputError", "UnsupportedFormatError",
-        "ImageDecodeError", "GenerationError"])
+        "ImageDecodeError", "GenerationError", "Converter", "ConvertOptions", "Document", "DocumentDecodeError",
+        "PasswordError", "EmptyDocumentError"])
     for name in dsocr.__all__:
         assert getattr(dsocr, name) is not None
 

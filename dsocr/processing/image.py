@@ -66,17 +66,68 @@ class ProcessingConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ImageInputs:
-    """The views of one image, ready for the vision encoder."""
+    """The views of one image, ready for the vision encoder.
 
-    global_view: torch.Tensor  # (3, B, B) float32, normalised
-    crops: torch.Tensor  # (k, 3, T, T) float32, k = cols * rows; (0, 3, T, T) without crops
+    Pixels are kept as uint8 (4x less memory and host-to-device traffic); `normalize` turns them into the
+    model's float32 input on whatever device they are on. `global_view` and `crops` do that on the CPU.
+    """
+
+    global_pixels: torch.Tensor  # (3, B, B) uint8
+    crop_pixels: torch.Tensor  # (k, 3, T, T) uint8, k = cols * rows; (0, 3, T, T) without crops
     grid: tuple[int, int]  # (cols, rows); (1, 1) without crops
     num_image_tokens: int  # crops + global + view separator
     original_size: tuple[int, int]  # (width, height) of the RGB image
 
     @property
     def num_crops(self) -> int:
-        return self.crops.shape[0]
+        return self.crop_pixels.shape[0]
+
+    @property
+    def global_view(self) -> torch.Tensor:
+        """(3, B, B) float32, normalised."""
+        return normalize(self.global_pixels)
+
+    @property
+    def crops(self) -> torch.Tensor:
+        """(k, 3, T, T) float32, normalised."""
+        return normalize(self.crop_pixels)
+
+    def views(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global view, crops) as uint8 on `device`."""
+        return self.global_pixels.to(device), self.crop_pixels.to(device)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeferredImageInputs:
+    """An image whose views are cut later, on the model's device (`views`), with Pillow-exact resizing
+    (processing/resample.py): the CPU only converts the page to a uint8 tensor."""
+
+    pixels: torch.Tensor  # (3, H, W) uint8, the whole RGB image
+    config: ProcessingConfig
+    grid: tuple[int, int]
+    num_image_tokens: int
+    original_size: tuple[int, int]
+
+    @property
+    def num_crops(self) -> int:
+        return self.grid[0] * self.grid[1] if crop_grid(*self.original_size, self.config) else 0
+
+    def views(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        from dsocr.processing import resample
+
+        config, tile = self.config, self.config.crop_size
+        pixels = self.pixels.to(device)
+        side = config.base_size
+        if not config.crop_mode and side <= config.crop_size:
+            pixels_for_global = resample.resize(pixels, (side, side))  # see global_view()
+        else:
+            pixels_for_global = pixels
+        global_pixels = resample.pad(pixels_for_global, side, PAD_COLOR)
+        if not self.num_crops:
+            return global_pixels, torch.empty((0, 3, tile, tile), dtype=torch.uint8, device=device)
+        cols, rows = self.grid
+        resized = resample.resize(pixels, (tile * cols, tile * rows))
+        return global_pixels, _tiles(resized, cols, rows, tile)
 
 
 def processing_config_for_mode(mode: str, *, base_size: int = 1024, crop_size: int = 768, min_crops: int = 2,
@@ -207,21 +258,27 @@ def _check_size(width: int, height: int) -> None:
 # --- views ----------------------------------------------------------------------------------------
 
 
-def preprocess_image(image: Image.Image, config: ProcessingConfig) -> ImageInputs:
-    """Views of one loaded image (see `load_image`) as normalised float32 tensors."""
+def preprocess_image(image: Image.Image, config: ProcessingConfig, *,
+                     defer: bool = False) -> ImageInputs | DeferredImageInputs:
+    """Views of one loaded image (see `load_image`) as uint8 tensors; with `defer`, only the page's pixels,
+    the views being cut on the model's device later (same bytes)."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     width, height = image.size
     _check_size(width, height)
     tile = config.crop_size
     grid = crop_grid(width, height, config)
+    if defer:
+        return DeferredImageInputs(pixels=to_pixels(image), config=config, grid=grid or (1, 1),
+                                   num_image_tokens=count_image_tokens(width, height, config),
+                                   original_size=(width, height))
     if grid is None:
-        crops = torch.empty((0, 3, tile, tile), dtype=torch.float32)
+        crops = torch.empty((0, 3, tile, tile), dtype=torch.uint8)
     else:
         crops = _crop_views(image, *grid, tile)
     return ImageInputs(
-        global_view=to_tensor(global_view(image, config)),
-        crops=crops,
+        global_pixels=to_pixels(global_view(image, config)),
+        crop_pixels=crops,
         grid=grid or (1, 1),
         num_image_tokens=count_image_tokens(width, height, config),
         original_size=(width, height),
@@ -244,14 +301,27 @@ def resize_for_crops(image: Image.Image, cols: int, rows: int, tile: int) -> Ima
 
 
 def _crop_views(image: Image.Image, cols: int, rows: int, tile: int) -> torch.Tensor:
-    resized = to_tensor(resize_for_crops(image, cols, rows, tile))  # (3, T*rows, T*cols)
+    return _tiles(to_pixels(resize_for_crops(image, cols, rows, tile)), cols, rows, tile)
+
+
+def _tiles(resized: torch.Tensor, cols: int, rows: int, tile: int) -> torch.Tensor:
+    """(3, T*rows, T*cols) -> (rows*cols, 3, T, T), row-major like the reference: crop i sits at column
+    i % cols, row i // cols."""
     tiles = resized.reshape(3, rows, tile, cols, tile).permute(1, 3, 0, 2, 4)  # (rows, cols, 3, T, T)
-    # Row-major, like the reference: crop i sits at column i % cols, row i // cols.
     return tiles.reshape(rows * cols, 3, tile, tile).contiguous()
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """uint8 RGB -> (3, H, W) float32 as torchvision ToTensor + Normalize(0.5, 0.5): (v/255 - 0.5)/0.5."""
-    pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+def to_pixels(image: Image.Image) -> torch.Tensor:
+    """uint8 RGB image -> (3, H, W) uint8 tensor."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 as torchvision ToTensor + Normalize(0.5, 0.5): (v/255 - 0.5)/0.5."""
     # Kept as three float32 steps (not 2v/255 - 1) so the rounding matches the reference exactly.
     return pixels.to(torch.float32).div(255).sub(0.5).div(0.5)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """uint8 RGB -> (3, H, W) float32, normalised like the reference."""
+    return normalize(to_pixels(image))

@@ -1,0 +1,156 @@
+"""Backends: what turns a page image into raw model output for the pipeline.
+
+Must not know about documents, files or retries. A backend has two halves: `prepare` (CPU work on one
+image, safe to call from worker threads while the model runs) and `generate` (one batch on the model).
+
+- `ModelBackend`: our model (`dsocr.api.OCR`), local CPU or CUDA.
+- `StubBackend`: no model; answers instantly with a fixed grounded output (or a function's). It exists to
+  measure the pipeline's own overhead (benchmarks/pipeline.py) and to drive the pipeline through paths a
+  real model takes only by chance (loops, truncation) in tests.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from PIL import Image
+
+from dsocr.generation.params import SamplingParams
+from dsocr.processing.image import (
+    ProcessingConfig,
+    count_image_tokens,
+    crop_grid,
+    preprocess_image,
+    processing_config_for_mode,
+)
+from dsocr.processing.prompts import resolve_prompt
+
+FINISH_STOP, FINISH_LENGTH = "stop", "length"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class View:
+    """How a page becomes visual input: a resolution mode and crop limits (None = the model's defaults)."""
+
+    mode: str = "gundam"
+    min_crops: int | None = None
+    max_crops: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageOutput:
+    text: str  # raw output, grounding tags kept, EOS removed
+    finish_reason: str  # "stop" | "length"
+    token_ids: tuple[int, ...] = ()
+    prompt_tokens: int = 0
+    image_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def generated_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class Backend(Protocol):
+    name: str
+
+    def processing_config(self, view: View) -> ProcessingConfig: ...
+
+    def prepare(self, image: Image.Image, prompt: str | None, view: View) -> Any: ...
+
+    def generate(self, prepared: Sequence[Any], sampling: SamplingParams) -> list[PageOutput]: ...
+
+
+def num_crops(backend: Backend, size: tuple[int, int], view: View) -> int:
+    """How many crop tiles a page of `size` gets under `view` (0 = global view only)."""
+    grid = crop_grid(*size, backend.processing_config(view))
+    return grid[0] * grid[1] if grid else 0
+
+
+class ModelBackend:
+    """Our model, through `dsocr.api.OCR` (one `generate` call at a time)."""
+
+    def __init__(self, ocr: Any) -> None:  # dsocr.api.OCR; not imported here to keep torch out of imports
+        self.ocr = ocr
+        self.name = ocr.name
+
+    def processing_config(self, view: View) -> ProcessingConfig:
+        return self.ocr.processing_config(view.mode, min_crops=view.min_crops, max_crops=view.max_crops)
+
+    def prepare(self, image: Image.Image, prompt: str | None, view: View) -> Any:
+        return self.ocr.prepare(image, prompt, mode=view.mode, min_crops=view.min_crops,
+                                max_crops=view.max_crops)
+
+    def generate(self, prepared: Sequence[Any], sampling: SamplingParams) -> list[PageOutput]:
+        results = self.ocr.run(prepared, sampling=sampling)
+        return [PageOutput(text=r.text, finish_reason=r.finish_reason, token_ids=r.token_ids,
+                           prompt_tokens=r.prompt_tokens, image_tokens=r.num_image_tokens, timings=r.timings)
+                for r in results]
+
+
+STUB_OUTPUT = (
+    "<|ref|>title<|/ref|><|det|>[[80, 40, 920, 90]]<|/det|>\n# A stub page\n\n"
+    "<|ref|>text<|/ref|><|det|>[[80, 120, 920, 400]]<|/det|>\nThis text comes from the stub backend, "
+    "which answers without a model.\n\n"
+    "<|ref|>image<|/ref|><|det|>[[100, 450, 600, 800]]<|/det|>\n\n"
+    "<|ref|>image_caption<|/ref|><|det|>[[100, 810, 600, 850]]<|/det|>\nFigure 1: a box.\n\n"
+    "<|ref|>equation<|/ref|><|det|>[[100, 870, 900, 920]]<|/det|>\n\\[ E = mc^2 \\]"
+)
+
+
+@dataclass(slots=True, kw_only=True)
+class StubRequest:
+    image_size: tuple[int, int]
+    prompt: str
+    view: View
+    num_crops: int
+    image_tokens: int
+
+
+class StubBackend:
+    """Answers every page with `respond(request, sampling)` (default: STUB_OUTPUT, finished) without a model.
+
+    `prepare` still runs the real preprocessing unless `preprocess=False`, so the pipeline's measured
+    overhead includes it: the views cut on the CPU with Pillow (a CPU backend), or with `defer_views` only
+    the page's pixels, the views being left to the device (a CUDA backend).
+    """
+
+    name = "stub"
+
+    def __init__(self, respond: Callable[[StubRequest, SamplingParams], tuple[str, str]] | None = None, *,
+                 preprocess: bool = True, defer_views: bool = False, base_size: int = 1024,
+                 crop_size: int = 768) -> None:
+        self.respond = respond or (lambda _request, _sampling: (STUB_OUTPUT, FINISH_STOP))
+        self.preprocess, self.defer_views = preprocess, defer_views
+        self.base_size, self.crop_size = base_size, crop_size
+        self.calls: list[list[StubRequest]] = []  # every generate() batch, for inspection
+
+    def processing_config(self, view: View) -> ProcessingConfig:
+        kwargs = {k: v for k, v in (("min_crops", view.min_crops), ("max_crops", view.max_crops)) if v is not None}
+        return processing_config_for_mode(view.mode, base_size=self.base_size, crop_size=self.crop_size,
+                                          **kwargs)
+
+    def prepare(self, image: Image.Image, prompt: str | None, view: View) -> StubRequest:
+        config = self.processing_config(view)
+        if self.preprocess:
+            preprocess_image(image, config, defer=self.defer_views)
+        return StubRequest(image_size=image.size, prompt=resolve_prompt(prompt), view=view,
+                           num_crops=num_crops(self, image.size, view),
+                           image_tokens=count_image_tokens(*image.size, config))
+
+    def generate(self, prepared: Sequence[StubRequest], sampling: SamplingParams) -> list[PageOutput]:
+        self.calls.append(list(prepared))
+        outputs = []
+        for request in prepared:
+            start = time.perf_counter()
+            text, finish = self.respond(request, sampling)
+            # One "token" per word, the same word the same id: counts and loops behave like a model's.
+            tokens = tuple(zlib.crc32(word.encode("utf-8")) for word in text.split())
+            outputs.append(PageOutput(text=text, finish_reason=finish, token_ids=tokens, prompt_tokens=10,
+                                      image_tokens=request.image_tokens,
+                                      timings={"decode": time.perf_counter() - start}))
+        return outputs
