@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from dsocr import OCR, OCRResult, SamplingParams, load
@@ -73,3 +74,14 @@ def test_views_cut_on_the_device_give_the_same_tokens(ocr: OCR) -> None:
     assert not hasattr(deferred[0].inputs, "crop_pixels")  # only the page's pixels were prepared
     assert [r.token_ids for r in ocr.run(deferred, sampling=GREEDY_SHORT)] == [
         r.token_ids for r in ocr.run(eager, sampling=GREEDY_SHORT)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_views_are_cut_on_the_gpu_with_the_same_tokens(tiny_checkpoint: Path, ocr: OCR) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    gpu = load(tiny_checkpoint, device="cuda", dtype="float32")
+    page = _page((300, 200), "a")
+    prepared = gpu.prepare(page, "markdown")
+    assert not hasattr(prepared.inputs, "crop_pixels")  # deferred by default on CUDA
+    (on_gpu,) = gpu.run([prepared], sampling=GREEDY_SHORT)
+    assert on_gpu.token_ids == ocr.ocr(page, "markdown", sampling=GREEDY_SHORT).token_ids

@@ -11,8 +11,9 @@ How it stays exact (Pillow's src/libImaging/Resample.c, 8-bit path):
 - each pass is a product of uint8 pixels with those integer weights. Every product and partial sum is an
   integer below 2**31, which float64 holds exactly, so a float64 matmul gives Pillow's integer sums in any
   summation order; `(sum + 2**21) >> 22` clamped to 0..255 is Pillow's `clip8`;
-- the two passes run in Pillow's order (horizontal first unless the height shrinks more than twice as much
-  as the width), with the uint8 rounding in between.
+- the two passes run in the installed Pillow's order, with the uint8 rounding in between: Pillow 13 runs the
+  vertical pass first when the height shrinks more than twice as much as the width, older Pillow always
+  runs the horizontal pass first (the two differ only for such extreme shapes, never for document pages).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import PIL
 import torch
 
 PRECISION_BITS = 32 - 8 - 2
 SUPPORT = 2.0  # bicubic
+VERTICAL_PASS_FIRST = int(PIL.__version__.split(".")[0]) >= 13  # see the module docstring
 
 
 def _bicubic(x: np.ndarray) -> np.ndarray:
@@ -66,14 +69,18 @@ def _clip8(sums: torch.Tensor) -> torch.Tensor:
     return torch.floor((sums + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS)).clamp_(0, 255)
 
 
+@lru_cache(maxsize=8)  # pages of one document share their sizes; a matrix is up to ~30 MB
+def _weights_on(in_size: int, out_size: int, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(_weights(in_size, out_size)).to(device)
+
+
 def _horizontal(pixels: torch.Tensor, width: int) -> torch.Tensor:
     """(C, H, W) float64 holding uint8 values -> (C, H, width)."""
-    weights = torch.from_numpy(_weights(pixels.shape[-1], width)).to(pixels.device)
-    return _clip8(pixels @ weights)
+    return _clip8(pixels @ _weights_on(pixels.shape[-1], width, pixels.device))
 
 
 def _vertical(pixels: torch.Tensor, height: int) -> torch.Tensor:
-    weights = torch.from_numpy(_weights(pixels.shape[-2], height)).to(pixels.device)
+    weights = _weights_on(pixels.shape[-2], height, pixels.device)
     return _clip8((pixels.transpose(-1, -2) @ weights).transpose(-1, -2))
 
 
@@ -84,7 +91,8 @@ def resize(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if (in_width, in_height) == (width, height):
         return pixels.clone()
     x = pixels.to(torch.float64)
-    horizontal_first = not (in_height - height > 0 and in_height - height > (in_width - width) * 2)
+    shrinks_height_most = in_height - height > 0 and in_height - height > (in_width - width) * 2
+    horizontal_first = not (VERTICAL_PASS_FIRST and shrinks_height_most)
     passes = [(width != in_width, _horizontal, width), (height != in_height, _vertical, height)]
     if not horizontal_first:
         passes.reverse()

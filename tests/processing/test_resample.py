@@ -10,6 +10,9 @@ from PIL import Image, ImageOps
 from dsocr.processing.image import PAD_COLOR, ProcessingConfig, preprocess_image
 from dsocr.processing.resample import pad, resize
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="needs CUDA"))]
+
 
 def _random(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -28,19 +31,34 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
     ((50, 50), (50, 50)),  # no pass
     ((13, 7), (400, 3)),
 ])
-def test_resize_equals_pillow_byte_for_byte(size, out) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_resize_equals_pillow_byte_for_byte(size, out, device) -> None:
     array = _random(*size)
     expected = np.asarray(Image.fromarray(array).resize(out, Image.Resampling.BICUBIC))
-    got = resize(_tensor(array), out).permute(1, 2, 0).numpy()
+    got = resize(_tensor(array).to(device), out).permute(1, 2, 0).cpu().numpy()
     assert got.dtype == np.uint8 and np.array_equal(got, expected)
 
 
 @pytest.mark.parametrize("size", [(122, 158), (300, 90), (100, 100), (101, 99), (3, 200)])
-def test_pad_equals_imageops_pad(size) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_pad_equals_imageops_pad(size, device) -> None:
     array = _random(*size, seed=1)
     expected = np.asarray(ImageOps.pad(Image.fromarray(array), (128, 128), method=Image.Resampling.BICUBIC,
                                        color=PAD_COLOR, centering=(0.5, 0.5)))
-    assert np.array_equal(pad(_tensor(array), 128, PAD_COLOR).permute(1, 2, 0).numpy(), expected)
+    got = pad(_tensor(array).to(device), 128, PAD_COLOR).permute(1, 2, 0).cpu().numpy()
+    assert np.array_equal(got, expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_full_page_is_exact_on_the_gpu() -> None:
+    """The official sizes: a 144 DPI letter page to 6 crops of 768 and the 1024 global view."""
+    array = _random(1224, 1584, seed=3)
+    image = Image.fromarray(array)
+    pixels = _tensor(array).cuda()
+    assert np.array_equal(resize(pixels, (1536, 2304)).permute(1, 2, 0).cpu().numpy(),
+                          np.asarray(image.resize((1536, 2304), Image.Resampling.BICUBIC)))
+    expected = ImageOps.pad(image, (1024, 1024), method=Image.Resampling.BICUBIC, color=PAD_COLOR)
+    assert np.array_equal(pad(pixels, 1024, PAD_COLOR).permute(1, 2, 0).cpu().numpy(), np.asarray(expected))
 
 
 @pytest.mark.parametrize("size", [(300, 200), (130, 500), (100, 90)])
