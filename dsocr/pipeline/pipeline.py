@@ -167,7 +167,8 @@ class Converter:
 
     def convert(self, path: str | os.PathLike, *, output_dir: str | os.PathLike | None = None,
                 overwrite: bool = False) -> Document:
-        return next(iter(self.convert_many([path], output_dir=output_dir, overwrite=overwrite)))
+        (doc,) = self.convert_many([path], output_dir=output_dir, overwrite=overwrite)  # runs it to the end
+        return doc
 
     def convert_many(self, paths: Iterable[str | os.PathLike], *, output_dir: str | os.PathLike | None = None,
                      overwrite: bool = False, on_progress: ProgressCallback | None = None) -> Iterator[Document]:
