@@ -268,3 +268,54 @@ def _convert_all(converter, paths: Sequence[Path], output_dir: Path, *, overwrit
     if not quiet:
         click.echo(summary.line(time.perf_counter() - start), err=True)
     return summary
+
+
+@main.command()
+@click.option("--model", "-m", envvar="DSOCR_MODEL", default="deepseek-ai/DeepSeek-OCR-2", show_default=True,
+              help="Checkpoint directory or Hugging Face id (env DSOCR_MODEL).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--api-key", "api_keys", multiple=True, envvar="DSOCR_API_KEY",
+              help="Require 'Authorization: Bearer KEY' (repeatable; env DSOCR_API_KEY).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("dsocr-data"), show_default=True,
+              help="Where jobs (SQLite) and their files are kept.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", default="auto", show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests decoded together.")
+@click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests waiting for the model before new ones get 429.")
+@click.option("--max-upload-mb", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--max-pages", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Pages per document.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=8192, show_default=True,
+              help="Default and ceiling of max_tokens.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds a synchronous request may take (504 after).")
+@click.option("--allow-image-host", "image_hosts", multiple=True,
+              help="Allow remote image URLs from this host (repeatable); by default only data: URIs.")
+def serve(model: str, host: str, port: int, api_keys: Sequence[str], data_dir: Path, device: str, dtype: str,
+          max_batch: int, max_queue: int, max_upload_mb: int, max_pages: int, max_tokens: int, timeout: float,
+          image_hosts: Sequence[str]) -> None:
+    """Serve the model over HTTP: OpenAI-compatible API, document jobs and a web page."""
+    import uvicorn
+
+    from dsocr.api import OCR
+    from dsocr.server.app import ServerSettings, create_app
+    from dsocr.server.engine import Engine
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        engine = Engine(OCR.from_pretrained(model, device=device, dtype=dtype), max_batch=max_batch,
+                        max_queue=max_queue)
+    except (DsocrError, OSError) as e:
+        raise _CliError(str(e)) from e
+    settings = ServerSettings(data_dir=data_dir, api_keys=tuple(k for k in api_keys if k),
+                              max_upload_bytes=max_upload_mb * 2**20, max_pages=max_pages, max_tokens=max_tokens,
+                              request_timeout=timeout, allowed_image_hosts=tuple(image_hosts))
+    logging.getLogger("dsocr.server").setLevel(logging.INFO)
+    click.echo(f"dsocr: serving {model} on http://{host}:{port} (data in {data_dir})", err=True)
+    try:
+        uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+    finally:
+        engine.stop()

@@ -83,6 +83,14 @@ class Tokenizer:
                 ids += [self.image_id] * count
         return ids
 
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tokenizer.id_to_token(token_id)
+
+    def special_tokens(self) -> list[str]:
+        """The strings of the tokens flagged special in tokenizer.json (what `skip_special_tokens` drops)."""
+        return sorted((t.content for t in self._tokenizer.get_added_tokens_decoder().values() if t.special),
+                      key=len, reverse=True)
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids` with special tokens kept and no clean-up of spaces (as the reference)."""
         return self._tokenizer.decode(list(ids), skip_special_tokens=False)
