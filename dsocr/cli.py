@@ -164,6 +164,11 @@ def _emit(path: Path, result, *, as_json: bool, raw: bool, streamed: bool, sever
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", default="auto", show_default=True,
               help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16.")
+@click.option("--endpoint", default=None,
+              help="Send pages to this OpenAI-compatible server (dsocr serve, vllm serve) instead of loading a "
+                   "model, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--endpoint-model", default=None, help="Model name to ask the endpoint for (default: its first).")
+@click.option("--endpoint-key", envvar="DSOCR_API_KEY", default=None, help="Bearer key of the endpoint.")
 @click.option("--backend", type=click.Choice(["model", "stub"]), default="model", hidden=True,
               help="stub: no model, a fixed answer per page (pipeline benchmarks and demos).")
 def convert(inputs: Sequence[str], output_dir: Path, model: str, formats: str, pages: str | None,
@@ -171,10 +176,10 @@ def convert(inputs: Sequence[str], output_dir: Path, model: str, formats: str, p
             max_crops: int | None, max_tokens: int, ngram_size: int, ngram_window: int, retries: int,
             batch_size: int, workers: int, math: str, page_separator: str | None, no_figures: bool,
             no_overlays: bool, overwrite: bool, strict: bool, quiet: bool, device: str, dtype: str,
-            backend: str) -> None:
+            endpoint: str | None, endpoint_model: str | None, endpoint_key: str | None, backend: str) -> None:
     """Convert documents (PDFs, images, folders, globs) to Markdown, JSON, HTML and searchable PDF."""
     from dsocr.generation.params import SamplingParams
-    from dsocr.pipeline.backend import StubBackend, View
+    from dsocr.pipeline.backend import RemoteBackend, StubBackend, View
     from dsocr.pipeline.pipeline import Converter, ConvertOptions
     from dsocr.pipeline.sources import RenderSettings, expand_inputs
     from dsocr.pipeline.writers import DEFAULT_PAGE_SEPARATOR
@@ -191,8 +196,13 @@ def convert(inputs: Sequence[str], output_dir: Path, model: str, formats: str, p
         paths = expand_inputs(inputs)
         if not paths:
             raise click.UsageError("no input documents found")
-        converter = (Converter(StubBackend(), options) if backend == "stub"
-                     else Converter.from_pretrained(model, device=device, dtype=dtype, options=options))
+        if backend == "stub":
+            converter = Converter(StubBackend(), options)
+        elif endpoint:
+            converter = Converter(RemoteBackend(endpoint, model=endpoint_model, api_key=endpoint_key,
+                                                concurrency=batch_size), options)
+        else:
+            converter = Converter.from_pretrained(model, device=device, dtype=dtype, options=options)
     except DsocrError as e:
         raise _CliError(str(e)) from e
     summary = _convert_all(converter, paths, output_dir, overwrite=overwrite, quiet=quiet)

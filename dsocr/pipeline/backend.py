@@ -4,6 +4,7 @@ Must not know about documents, files or retries. A backend has two halves: `prep
 image, safe to call from worker threads while the model runs) and `generate` (one batch on the model).
 
 - `ModelBackend`: our model (`dsocr.api.OCR`), local CPU or CUDA.
+- `RemoteBackend`: an OpenAI-compatible server (`dsocr convert --endpoint URL`).
 - `StubBackend`: no model; answers instantly with a fixed grounded output (or a function's). It exists to
   measure the pipeline's own overhead (benchmarks/pipeline.py) and to drive the pipeline through paths a
   real model takes only by chance (loops, truncation) in tests.
@@ -11,6 +12,8 @@ image, safe to call from worker threads while the model runs) and `generate` (on
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -19,6 +22,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from dsocr.errors import GenerationError
 from dsocr.generation.params import SamplingParams
 from dsocr.processing.image import (
     ProcessingConfig,
@@ -45,14 +49,15 @@ class View:
 class PageOutput:
     text: str  # raw output, grounding tags kept, EOS removed
     finish_reason: str  # "stop" | "length"
-    token_ids: tuple[int, ...] = ()
+    token_ids: tuple[int, ...] = ()  # remote backends: stand-ins (one per word), see RemoteBackend
     prompt_tokens: int = 0
     image_tokens: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    completion_tokens: int | None = None  # when token_ids are stand-ins, the server's own count
 
     @property
     def generated_tokens(self) -> int:
-        return len(self.token_ids)
+        return len(self.token_ids) if self.completion_tokens is None else self.completion_tokens
 
 
 class Backend(Protocol):
@@ -154,3 +159,81 @@ class StubBackend:
                                       image_tokens=request.image_tokens,
                                       timings={"decode": time.perf_counter() - start}))
         return outputs
+
+
+class RemoteBackend:
+    """Pages sent to an OpenAI-compatible server (`dsocr serve`, or `vllm serve deepseek-ai/DeepSeek-OCR-2`)
+    as chat completions with the page as a PNG data URI, `batch_size` requests in flight at once.
+
+    The server does the preprocessing, so a `View` cannot change it (the fewer-crops retry then only tightens
+    the repetition guard). Servers return text, not token ids: one stand-in id per word lets the loop
+    detector work on words.
+    """
+
+    def __init__(self, endpoint: str, *, model: str | None = None, api_key: str | None = None,
+                 timeout: float = 3600.0, concurrency: int = 4) -> None:
+        import httpx
+
+        self.endpoint = endpoint.rstrip("/")
+        if not self.endpoint.endswith("/v1"):
+            self.endpoint += "/v1"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(headers=headers, timeout=timeout)
+        self.concurrency = concurrency
+        self.name = model or self._first_model()
+
+    def _first_model(self) -> str:
+        response = self._request("GET", "/models")
+        models = response.get("data") or []
+        if not models:
+            raise GenerationError(f"{self.endpoint}: the server lists no models")
+        return models[0]["id"]
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        import httpx
+
+        try:
+            response = self.client.request(method, self.endpoint + path, json=body)
+        except httpx.HTTPError as e:
+            raise GenerationError(f"{self.endpoint}: {e}") from None
+        if response.status_code != 200:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise GenerationError(f"{self.endpoint}: HTTP {response.status_code}: {message}")
+        return response.json()
+
+    def processing_config(self, view: View) -> ProcessingConfig:
+        kwargs = {k: v for k, v in (("min_crops", view.min_crops), ("max_crops", view.max_crops)) if v is not None}
+        return processing_config_for_mode(view.mode, **kwargs)
+
+    def prepare(self, image: Image.Image, prompt: str | None, view: View) -> tuple[str, str]:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)  # lossless: the server sees our pixels
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), resolve_prompt(prompt)
+
+    def generate(self, prepared: Sequence[tuple[str, str]], sampling: SamplingParams) -> list[PageOutput]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda item: self._one(*item, sampling), prepared))
+
+    def _one(self, image_uri: str, prompt: str, sampling: SamplingParams) -> PageOutput:
+        start = time.perf_counter()
+        text_prompt = prompt.replace("<image>", "", 1).lstrip("\n") if prompt.startswith("<image>") else prompt
+        body = {"model": self.name, "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
+                "top_p": sampling.top_p, "skip_special_tokens": False,
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_uri}},
+                                                          {"type": "text", "text": text_prompt}]}],
+                "vllm_xargs": {"ngram_size": sampling.ngram_size, "window_size": sampling.ngram_window}}
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        reply = self._request("POST", "/chat/completions", body)
+        choice = reply["choices"][0]
+        text = choice["message"]["content"] or ""
+        usage = reply.get("usage") or {}
+        return PageOutput(text=text, finish_reason=FINISH_STOP if choice["finish_reason"] == "stop" else FINISH_LENGTH,
+                          token_ids=tuple(zlib.crc32(w.encode("utf-8")) for w in text.split()),
+                          prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens"),
+                          timings={"generate": time.perf_counter() - start})

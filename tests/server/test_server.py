@@ -3,9 +3,10 @@ jobs, errors. Restarts, overload and limits are in test_server_lifecycle.py."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,38 +15,12 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from PIL import Image, ImageDraw
+from server_helpers import data_uri, image_message, pdf_bytes, png_bytes
 
 from dsocr.pipeline.document import json_schema
 from dsocr.processing.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.slow
-
-
-def png_bytes(text: str = "Hello", size: tuple[int, int] = (300, 200)) -> bytes:
-    image = Image.new("RGB", size, "white")
-    ImageDraw.Draw(image).text((10, 10), text, fill="black")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def pdf_bytes(pages: int) -> bytes:
-    images = [Image.new("RGB", (612, 792), "white") for _ in range(pages)]
-    for i, image in enumerate(images):
-        ImageDraw.Draw(image).text((72, 72), f"Page {i + 1}", fill="black")
-    buffer = io.BytesIO()
-    images[0].save(buffer, format="PDF", save_all=True, append_images=images[1:], resolution=72.0)
-    return buffer.getvalue()
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def image_message(text: str = "Free OCR.", data: bytes | None = None) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_uri(data or png_bytes())}},
-                                         {"type": "text", "text": text}]}]
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +182,25 @@ def test_metrics_count_requests_and_pages(server, client) -> None:
     assert 'dsocr_http_requests_total{route="/v1/chat/completions",status="200"}' in text
     assert "dsocr_engine_generated_tokens_total" in text and "dsocr_engine_queue_depth" in text
     assert "dsocr_http_request_seconds_bucket" in text and 'dsocr_pages_total{status=' in text
+
+
+def _dsocr(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dsocr", *args], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_convert_with_endpoint_reads_like_the_local_model(server, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    pdf = tmp_path / "two.pdf"
+    pdf.write_bytes(pdf_bytes(2))
+    common = ["convert", str(pdf), "--max-tokens", "12", "--retries", "0", "-q"]
+    remote = _dsocr(*common, "-o", str(tmp_path / "remote"), "--endpoint", server.url + "/v1")
+    local = _dsocr(*common, "-o", str(tmp_path / "local"), "--model", str(tiny_checkpoint))
+    assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
+    remote_doc = json.loads((tmp_path / "remote/two/two.json").read_text())
+    local_doc = json.loads((tmp_path / "local/two/two.json").read_text())
+    # Same model, same pixels (PNG), same greedy decoding: the same text, page by page.
+    assert [p["raw"] for p in remote_doc["pages"]] == [p["raw"] for p in local_doc["pages"]]
+    assert [p["generated_tokens"] for p in remote_doc["pages"]] == [p["generated_tokens"] for p in local_doc["pages"]]
+
+    down = _dsocr(*common, "-o", str(tmp_path / "x"), "--endpoint", "http://127.0.0.1:9/v1")
+    assert down.returncode != 0 and "dsocr: error: http://127.0.0.1:9/v1" in down.stderr
