@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import io
 import json
 import logging
+import re
 import secrets
 import tempfile
 import time
@@ -259,7 +261,25 @@ def _routes(app: FastAPI, state: _State) -> None:
         media = {"md": "text/markdown; charset=utf-8", "json": "application/json", "html": "text/html; charset=utf-8"}
         if format not in media:
             raise ApiError(400, "format: one of md, json, html, zip", param="format")
-        return FileResponse(folder / f"input.{format}", media_type=media[format])
+        body = await run_in_threadpool((folder / f"input.{format}").read_text, "utf-8")
+        stem = _safe_stem(job["filename"])
+        if format == "json":  # the client's names, not the server's paths
+            document = json.loads(body)
+            document["source"], document["name"] = job["filename"], stem
+            body = json.dumps(document, ensure_ascii=False, indent=1)
+        elif format == "html":
+            body = body.replace("<title>input</title>", f"<title>{html.escape(job['filename'])}</title>", 1)
+        return Response(body, media_type=media[format],
+                        headers={"Content-Disposition": f'inline; filename="{stem}.{format}"'})
+
+    @app.get("/v1/documents/{job_id}/images/{name}")
+    async def figure_image(job_id: str, name: str) -> FileResponse:
+        """Figure crops, where the html result's relative links point."""
+        _job_or_404(store, job_id)
+        path = store.output(job_id) / "images" / name
+        if not _FIGURE_NAME.fullmatch(name) or not path.is_file():
+            raise ApiError(404, f"no figure {name!r}", type="not_found_error")
+        return FileResponse(path, media_type="image/jpeg")
 
     @app.get("/v1/documents/{job_id}/pages/{number}/image")
     async def page_image(job_id: str, number: int) -> FileResponse:
@@ -378,6 +398,15 @@ def _fetch_remote(url: str, settings: ServerSettings) -> bytes:
     if len(data) > settings.max_upload_bytes:
         raise ApiError(413, "image_url: the remote image is too large")
     return data
+
+
+_FIGURE_NAME = re.compile(r"page-[0-9]{4,}-[0-9]+\.jpg")
+
+
+def _safe_stem(filename: str) -> str:
+    """A download name from the uploaded one: letters, digits, '.', '-', '_' only."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).stem).strip("._") or "document"
+    return stem[:100]
 
 
 def _writable(folder: Path) -> bool:

@@ -150,8 +150,11 @@ def test_document_job_lifecycle(server) -> None:
     assert final["status"] == "done" and final["pages_done"] == final["pages_total"] == 2
 
     base = f"{server.url}/v1/documents/{job['id']}"
-    document = httpx.get(base + "/result?format=json").json()
+    response = httpx.get(base + "/result?format=json")
+    assert response.headers["content-disposition"] == 'inline; filename="report.json"'
+    document = response.json()
     jsonschema.validate(document, json_schema())
+    assert (document["source"], document["name"]) == ("report.pdf", "report")  # no server paths
     assert [p["number"] for p in document["pages"]] == [1, 2]
     assert "<--- Page Split --->" in httpx.get(base + "/result?format=md").text
     assert httpx.get(base + "/result?format=html").text.count('<section class="page"') == 2
@@ -159,6 +162,12 @@ def test_document_job_lifecycle(server) -> None:
     assert {"document.md", "document.json", "document.html", "pages/page-0001.jpg"} <= set(archive.namelist())
     assert httpx.get(base + "/pages/2/image").headers["content-type"] == "image/jpeg"
     assert httpx.get(base + "/result?format=docx").status_code == 400
+    assert "<title>report.pdf</title>" in httpx.get(base + "/result?format=html").text
+    assert httpx.get(base + "/images/..%2Fjobs.sqlite3").status_code == 404
+    figure = server.data_dir / "jobs" / job["id"] / "out" / "input" / "images" / "page-0001-1.jpg"
+    figure.parent.mkdir(exist_ok=True)  # the random model draws no figure boxes: place one as the pipeline would
+    figure.write_bytes(b"\xff\xd8jpeg")
+    assert httpx.get(base + "/images/page-0001-1.jpg").content == b"\xff\xd8jpeg"
 
     listing = httpx.get(server.url + "/v1/documents?limit=1").json()
     assert listing["object"] == "list" and len(listing["data"]) == 1

@@ -58,7 +58,8 @@ def test_a_job_survives_sigkill_and_finishes_after_restart(tiny_checkpoint: Path
 @pytest.fixture(scope="module")
 def strict(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     server = start_server(tiny_checkpoint, tmp_path_factory.mktemp("strict") / "data", "--api-key", "sesame",
-                          "--max-queue", "2", "--max-batch", "1", "--max-upload-mb", "1", "--max-pages", "3")
+                          "--max-queue", "2", "--max-batch", "1", "--max-upload-mb", "1", "--max-pages", "3",
+                          "--timeout", "4")
     yield server
     server.stop()
 
@@ -66,8 +67,8 @@ def strict(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
 AUTH = {"Authorization": "Bearer sesame"}
 
 
-def _chat(url: str, max_tokens: int, headers: dict | None = None) -> httpx.Response:
-    body = {"model": "m", "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
+def _chat(url: str, max_tokens: int, headers: dict | None = None, **extra: object) -> httpx.Response:
+    body = {"model": "m", "max_tokens": max_tokens, **extra, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": data_uri(png_bytes())}}, {"type": "text", "text": "Free OCR."}]}]}
     return httpx.post(url + "/v1/chat/completions", json=body, headers=headers if headers is not None else AUTH,
                       timeout=300)
@@ -100,6 +101,11 @@ def test_overload_gets_429_with_retry_after(strict) -> None:
     assert refused.headers["retry-after"] == "2" and refused.json()["error"]["type"] == "rate_limit_error"
 
 
+def test_a_request_over_the_timeout_gets_504(strict) -> None:
+    response = _chat(strict.url, 1900, ignore_eos=True)  # ~7 s of the tiny model on this VM
+    assert response.status_code == 504 and response.json()["error"]["type"] == "timeout_error"
+
+
 def test_upload_limits(strict) -> None:
     big = httpx.post(strict.url + "/v1/documents", headers=AUTH, timeout=60,
                      files={"file": ("big.pdf", b"%PDF-1.4\n" + b"0" * (2 * 2**20))})
@@ -107,7 +113,7 @@ def test_upload_limits(strict) -> None:
     many = httpx.post(strict.url + "/v1/documents", headers=AUTH, timeout=60, files={"file": ("m.pdf", pdf_bytes(4))})
     assert many.status_code == 413 and "more than the limit of 3" in many.json()["error"]["message"]
     assert httpx.post(strict.url + "/v1/documents", headers=AUTH, timeout=60, files={"file": ("m.pdf", pdf_bytes(4))},
-                      data={"pages": "1-3"}).status_code == 202
+                      data={"pages": "1-3", "max_tokens": "8"}).status_code == 202
     not_json = httpx.post(strict.url + "/v1/chat/completions", headers=AUTH, content=b"{oops")
     assert not_json.status_code == 400 and not_json.json()["error"]["message"] == "the body is not valid JSON"
     too_many_tokens = _chat(strict.url, 10**6)

@@ -5,8 +5,8 @@
  * - Live progress: the job's /events stream read through fetch() (EventSource cannot send headers), at most
  *   MAX_STREAMS at once (HTTP/1.1 allows six connections per host); polling once a second if a stream fails.
  *   Nothing keeps running for a finished job.
- * - Results: the server's HTML result (sanitised server-side) is parsed with DOMParser (inert: no scripts run,
- *   nothing loads), checked once more here, and each page's <section> is shown beside the page image.
+ * - Results: the server's HTML result (sanitised server-side) is parsed in a <template> (inert: no scripts
+ *   run, nothing loads), checked once more here, and each page's <section> is shown beside the page image.
  *   Markdown is never inserted as HTML. Math is typeset with the vendored KaTeX auto-render.
  */
 "use strict";
@@ -584,10 +584,17 @@
       link.setAttribute("rel", "noopener noreferrer");
       link.setAttribute("target", "_blank");
     }
-    // Figure crops are files next to the result (images/...) that the API does not serve one by one:
-    // they come in the ZIP download, and the page image beside shows them.
+    // Figure crops are served at /v1/documents/{id}/images/NAME; they are fetched (with the key) when the
+    // page is revealed. Anything else that claims to be an image is dropped.
     for (const img of section.querySelectorAll("img")) {
-      img.replaceWith(h("span", { class: "figure-note" }, "[figure: see the page image, or the ZIP download]"));
+      const match = /^images\/(page-[0-9]{4,}-[0-9]+\.jpg)$/.exec(img.getAttribute("src") || "");
+      if (match) {
+        img.removeAttribute("src");
+        img.setAttribute("data-figure", match[1]);
+        img.setAttribute("alt", "Figure");
+      } else {
+        img.replaceWith(h("span", { class: "figure-note" }, "[figure]"));
+      }
     }
     for (const el of section.querySelectorAll(":scope > .page-number, :scope > p.status")) el.remove();
     return section;
@@ -695,7 +702,10 @@
     }
     if (state.view !== view) return;
     view.loaded = true;
-    renderDoc(view, job, doc, new DOMParser().parseFromString(html, "text/html"));
+    // a <template> parses inertly: no scripts run, nothing loads, and its <style> is never applied
+    const template = document.createElement("template");
+    template.innerHTML = html;
+    renderDoc(view, job, doc, template.content);
   }
 
   function renderDoc(view, job, doc, parsed) {
@@ -710,6 +720,10 @@
       if (img) {
         loadImage(img, img.dataset.src, view);
         img.removeAttribute("data-src");
+      }
+      for (const figure of article.querySelectorAll("img[data-figure]")) {
+        loadImage(figure, `/v1/documents/${encodeURIComponent(view.id)}/images/${figure.dataset.figure}`, view);
+        figure.removeAttribute("data-figure");
       }
       const rendered = $(".rendered", article);
       if (rendered && !rendered.dataset.typeset) {
@@ -747,7 +761,7 @@
       decoding: "async",
     });
     img.addEventListener("error", () => imageFailed(img), { once: true });
-    const rendered = h("div", { class: "rendered", role: "region", "aria-label": `Text of page ${n}` });
+    const rendered = h("div", { class: "rendered" });
     if (section) {
       const node = document.importNode(clean(section), true);
       if (!node.querySelector(".block")) node.append(h("p", { class: "empty" }, "No text was recognised on this page."));
