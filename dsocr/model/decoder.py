@@ -1,10 +1,13 @@
 """`model.embed_tokens`, `model.layers.*`, `model.norm`: the DeepSeek-V2-style MoE language decoder (MHA).
 
 Must not own generation state: the KV cache and the attention mask are arguments of `forward`.
-The routed experts run as a plain per-expert loop; it is the reference the fast engine is checked against.
+The routed experts run as a plain per-expert loop; it is the reference the fast engine is checked against
+(`dsocr.engine.moe.use_grouped_experts` switches a model to grouped GEMMs).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -90,8 +93,11 @@ class DeepseekMoE(nn.Module):
         self.experts = nn.ModuleList(
             SwiGLU(config.hidden_size, config.moe_intermediate_size) for _ in range(config.n_routed_experts))
         self.shared_experts = SwiGLU(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
+        self.grouped: Callable[[torch.Tensor], torch.Tensor] | None = None  # dsocr.engine.moe, when switched on
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.grouped is not None:
+            return self.grouped(x)
         shape = x.shape
         h = x.reshape(-1, shape[-1])  # (N, C)
         weights, ids = self.gate(h)

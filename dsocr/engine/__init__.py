@@ -1,0 +1,1 @@
+"""The fast engine: faster implementations of model parts, checked against the reference modules."""
