@@ -15,23 +15,17 @@ from dsocr.pipeline import searchable_pdf
 from dsocr.pipeline.searchable_pdf import PdfPageInput, TextBlock, text_lines, write_searchable_pdf
 
 DATA = Path(__file__).parent.parent / "data"
-SHARED = Path("/work/shared/data/pathological")
-ROTATIONS_PDF = [SHARED / "docling_nemotron_multipage_rotations" / "nemotron_multipage.pdf",
-                 DATA / "nemotron_multipage.pdf"]
 TOL = 1.5  # points (or pixels): glyph boxes vs. the box they were fitted to
 
 
 @pytest.fixture(scope="module")
 def rotations_pdf() -> Path:
-    """4 pages with /Rotate 0, 180, 90, 270."""
-    for path in ROTATIONS_PDF:
-        if path.is_file():
-            return path
-    pytest.skip("nemotron_multipage.pdf is not available")
+    """4 pages with /Rotate 0, 180, 90, 270 (shipped in tests/data)."""
+    return DATA / "nemotron_multipage.pdf"
 
 
 def image_page(blocks: list[TextBlock], size: tuple[int, int], dpi: float = 144.0) -> PdfPageInput:
-    return PdfPageInput(blocks=blocks, pixel_size=size, dpi=dpi, 
+    return PdfPageInput(blocks=blocks, pixel_size=size, dpi=dpi,
                         image=lambda: Image.new("RGB", size, "white"))
 
 
@@ -287,8 +281,6 @@ def test_sources_reopened_after_eviction(tmp_path, monkeypatch):
 
 def test_password_protected_source(tmp_path):
     src = DATA / "libreoffice-writer-password.pdf"
-    if not src.is_file():
-        pytest.skip("libreoffice-writer-password.pdf is not available")
     size = rendered_size(pdfium.PdfDocument(src, password="openpassword")[0], 1)
     out = tmp_path / "out.pdf"
     write_searchable_pdf(out, [pdf_page(src, 0, [TextBlock("OCRLAYER", (10, 10, 200, 40))], size,
