@@ -70,6 +70,25 @@ class Backend(Protocol):
     def generate(self, prepared: Sequence[Any], sampling: SamplingParams) -> list[PageOutput]: ...
 
 
+def view_config(view: View, *, base_size: int = 1024, crop_size: int = 768) -> ProcessingConfig:
+    """The processing config of a view for a model with these view sizes (None crop limits = defaults)."""
+    limits = {k: v for k, v in (("min_crops", view.min_crops), ("max_crops", view.max_crops)) if v is not None}
+    return processing_config_for_mode(view.mode, base_size=base_size, crop_size=crop_size, **limits)
+
+
+def page_output(result: Any) -> PageOutput:
+    """A `dsocr.api.OCRResult` as the pipeline's PageOutput."""
+    return PageOutput(text=result.text, finish_reason=result.finish_reason, token_ids=result.token_ids,
+                      prompt_tokens=result.prompt_tokens, image_tokens=result.num_image_tokens,
+                      timings=result.timings)
+
+
+def word_ids(text: str) -> tuple[int, ...]:
+    """Stand-in token ids when a backend has none: one per word, the same word the same id, so counts and
+    the loop detector behave as on a model's tokens."""
+    return tuple(zlib.crc32(word.encode("utf-8")) for word in text.split())
+
+
 def num_crops(backend: Backend, size: tuple[int, int], view: View) -> int:
     """How many crop tiles a page of `size` gets under `view` (0 = global view only)."""
     grid = crop_grid(*size, backend.processing_config(view))
@@ -91,10 +110,7 @@ class ModelBackend:
                                 max_crops=view.max_crops)
 
     def generate(self, prepared: Sequence[Any], sampling: SamplingParams) -> list[PageOutput]:
-        results = self.ocr.run(prepared, sampling=sampling)
-        return [PageOutput(text=r.text, finish_reason=r.finish_reason, token_ids=r.token_ids,
-                           prompt_tokens=r.prompt_tokens, image_tokens=r.num_image_tokens, timings=r.timings)
-                for r in results]
+        return [page_output(r) for r in self.ocr.run(prepared, sampling=sampling)]
 
 
 STUB_OUTPUT = (
@@ -135,9 +151,7 @@ class StubBackend:
         self.calls: list[list[StubRequest]] = []  # every generate() batch, for inspection
 
     def processing_config(self, view: View) -> ProcessingConfig:
-        kwargs = {k: v for k, v in (("min_crops", view.min_crops), ("max_crops", view.max_crops)) if v is not None}
-        return processing_config_for_mode(view.mode, base_size=self.base_size, crop_size=self.crop_size,
-                                          **kwargs)
+        return view_config(view, base_size=self.base_size, crop_size=self.crop_size)
 
     def prepare(self, image: Image.Image, prompt: str | None, view: View) -> StubRequest:
         config = self.processing_config(view)
@@ -153,8 +167,7 @@ class StubBackend:
         for request in prepared:
             start = time.perf_counter()
             text, finish = self.respond(request, sampling)
-            # One "token" per word, the same word the same id: counts and loops behave like a model's.
-            tokens = tuple(zlib.crc32(word.encode("utf-8")) for word in text.split())
+            tokens = word_ids(text)
             outputs.append(PageOutput(text=text, finish_reason=finish, token_ids=tokens, prompt_tokens=10,
                                       image_tokens=request.image_tokens,
                                       timings={"decode": time.perf_counter() - start}))
@@ -205,8 +218,7 @@ class RemoteBackend:
         return response.json()
 
     def processing_config(self, view: View) -> ProcessingConfig:
-        kwargs = {k: v for k, v in (("min_crops", view.min_crops), ("max_crops", view.max_crops)) if v is not None}
-        return processing_config_for_mode(view.mode, **kwargs)
+        return view_config(view)
 
     def prepare(self, image: Image.Image, prompt: str | None, view: View) -> tuple[str, str]:
         buffer = io.BytesIO()
@@ -234,6 +246,6 @@ class RemoteBackend:
         text = choice["message"]["content"] or ""
         usage = reply.get("usage") or {}
         return PageOutput(text=text, finish_reason=FINISH_STOP if choice["finish_reason"] == "stop" else FINISH_LENGTH,
-                          token_ids=tuple(zlib.crc32(w.encode("utf-8")) for w in text.split()),
+                          token_ids=word_ids(text),
                           prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens"),
                           timings={"generate": time.perf_counter() - start})

@@ -11,13 +11,12 @@ import math
 import os
 import re
 import threading
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pypdfium2 as pdfium
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from dsocr.errors import (
     ConfigError,
@@ -28,7 +27,7 @@ from dsocr.errors import (
     PasswordError,
     UnsupportedFormatError,
 )
-from dsocr.processing.image import DEFAULT_MAX_IMAGE_PIXELS
+from dsocr.processing.image import DEFAULT_MAX_IMAGE_PIXELS, decode_image, open_image
 
 PDFIUM_LOCK = threading.RLock()
 PDF_SUFFIXES = (".pdf",)
@@ -245,36 +244,14 @@ class ImageSource:
 
     def _open(self) -> Image.Image:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-                return Image.open(self.path)
-        except UnidentifiedImageError:
+            return open_image(self.path, str(self.path), self.render_settings.max_image_pixels)
+        except UnsupportedFormatError:
             raise UnsupportedFormatError(f"{self.path}: not a PDF or an image in a format we can read") from None
-        except Image.DecompressionBombError as e:
-            raise InputError(f"{self.path}: image too large: {e}") from None
-        except (OSError, ValueError, SyntaxError, EOFError) as e:
-            raise ImageDecodeError(f"{self.path}: cannot decode: {e}") from None
 
     def _decode(self, image: Image.Image, index: int) -> RenderedPage:
-        width, height = image.size
-        limit = self.render_settings.max_image_pixels
-        if width * height > limit:
-            raise InputError(f"{self.path}: image too large: {width}x{height} = {width * height:,} pixels, "
-                             f"more than the limit of {limit:,} (decompression-bomb guard)")
-        if width < 1 or height < 1:
-            raise ImageDecodeError(f"{self.path}: image has no pixels")
         dpi = _image_dpi(image)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image.load()
-                try:
-                    upright = ImageOps.exif_transpose(image)
-                except Exception:  # noqa: BLE001 - malformed EXIF fails in many ways; keep the raw image
-                    upright = image
-                rgb = upright.convert("RGB")
-        except (OSError, ValueError, SyntaxError, EOFError, IndexError) as e:
-            raise ImageDecodeError(f"{self.path}: cannot decode page {index + 1}: {e}") from None
+        name = str(self.path) if self.num_pages == 1 else f"{self.path} (page {index + 1})"
+        rgb = decode_image(image, max_pixels=self.render_settings.max_image_pixels, name=name)
         scale = _shrink_factor(rgb.width * rgb.height, self.render_settings.max_pixels)
         if scale < 1:  # huge but legal images are scaled down like huge PDF pages
             rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))),

@@ -153,10 +153,10 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, *,
                max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode an image file, bytes or PIL image into an EXIF-upright RGB image (first frame of animations)."""
     if isinstance(source, Image.Image):
-        return _decode(source, max_pixels=max_pixels, name="image")
+        return decode_image(source, max_pixels=max_pixels, name="image")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        with _open(io.BytesIO(bytes(source)), "bytes", max_pixels) as image:
-            return _decode(image, max_pixels=max_pixels, name="bytes")
+        with open_image(io.BytesIO(bytes(source)), "bytes", max_pixels) as image:
+            return decode_image(image, max_pixels=max_pixels, name="bytes")
     if not isinstance(source, (str, os.PathLike)):
         raise InputError(f"cannot read an image from {type(source).__name__}")
     path = os.fspath(source)
@@ -168,12 +168,12 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, *,
         raise InputError(f"not a file: {path}") from None
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from e
-    with _open(io.BytesIO(data), path, max_pixels) as image:
-        return _decode(image, max_pixels=max_pixels, name=path)
+    with open_image(io.BytesIO(data), path, max_pixels) as image:
+        return decode_image(image, max_pixels=max_pixels, name=path)
 
 
-def _open(file: io.BytesIO, name: str, max_pixels: int | None) -> Image.Image:
-    """Read the header only; pixel data is decoded later, after the size check."""
+def open_image(file: io.BytesIO | str | os.PathLike, name: str, max_pixels: int | None) -> Image.Image:
+    """Read the header only; pixel data is decoded later, after the size check (`decode_image`)."""
     try:
         with warnings.catch_warnings():
             if max_pixels is not None:
@@ -188,11 +188,12 @@ def _open(file: io.BytesIO, name: str, max_pixels: int | None) -> Image.Image:
         raise ImageDecodeError(f"cannot decode {name}: {e}") from e
 
 
-def _decode(image: Image.Image, *, max_pixels: int | None, name: str) -> Image.Image:
+def decode_image(image: Image.Image, *, max_pixels: int | None, name: str) -> Image.Image:
+    """The opened image (current frame) checked against `max_pixels`, decoded, EXIF-upright, RGB."""
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise InputError(f"image too large: {name} is {width}x{height} = {width * height:,} pixels, "
-                         f"more than the limit of {max_pixels:,}")
+                         f"more than the limit of {max_pixels:,} (decompression-bomb guard)")
     try:
         image.load()
     except (OSError, ValueError, SyntaxError, EOFError, IndexError) as e:  # Pillow's ways of saying "corrupt"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -35,8 +36,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dsocr.errors import DsocrError
-from dsocr.pipeline.pipeline import Converter, ConvertOptions
-from dsocr.pipeline.sources import RenderSettings, open_source, parse_page_ranges
+from dsocr.pipeline.pipeline import Converter
+from dsocr.pipeline.sources import RenderSettings, open_source, parse_page_ranges, select_pages
 from dsocr.server import openai_api
 from dsocr.server.engine import Engine, QueueFull
 from dsocr.server.jobs import DONE, FAILED, EngineBackend, JobOptions, JobRunner, JobStore, public_job
@@ -456,10 +457,7 @@ def _check_document(data: bytes, options: JobOptions, settings: ServerSettings) 
         except DsocrError as e:
             raise ApiError(400, f"file: {str(e).replace(tmp.name, 'the upload')}", param="file") from None
         try:
-            ranges = parse_page_ranges(options.pages)
-            from dsocr.pipeline.sources import select_pages
-
-            selected = len(select_pages(ranges, source.num_pages))
+            selected = len(select_pages(parse_page_ranges(options.pages), source.num_pages))
         except DsocrError as e:
             raise ApiError(400, str(e), param="pages") from None
         finally:
@@ -522,8 +520,8 @@ def _ocr_document(state: _State, body: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "document"
         path.write_bytes(data)
-        convert = ConvertOptions(**{**_fields(options.convert_options(4, settings.max_image_pixels)),
-                                    "formats": ("json",), "overlays": False})
+        convert = dataclasses.replace(options.convert_options(4, settings.max_image_pixels), formats=("json",),
+                                      overlays=False)
         doc = Converter(EngineBackend(state.engine), convert).convert(path)
         if doc.error is not None:
             raise ApiError(400, f"document: {doc.error.replace(str(path), 'the document')}")
@@ -535,10 +533,6 @@ def _ocr_document(state: _State, body: dict) -> dict:
         "pages": [_ocr_page(page, images.get(page.index, {})) for page in doc.pages],
         "usage_info": {"pages_processed": len(doc.pages), "doc_size_bytes": len(data)},
     }
-
-
-def _fields(options: ConvertOptions) -> dict:
-    return {name: getattr(options, name) for name in options.__dataclass_fields__}
 
 
 def _ocr_page(page: Any, images: dict[str, str]) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dsocr.generation.params import SamplingParams
-from dsocr.pipeline.backend import ModelBackend, PageOutput
+from dsocr.pipeline.backend import ModelBackend, PageOutput, page_output
 from dsocr.pipeline.pipeline import Converter, ConvertOptions, Progress
 from dsocr.pipeline.sources import RenderSettings
 from dsocr.server.engine import Engine, QueueFull
@@ -199,10 +199,7 @@ class EngineBackend(ModelBackend):
 
     def generate(self, prepared: list, sampling: SamplingParams) -> list[PageOutput]:
         futures = [self._submit(p, sampling) for p in prepared]
-        results = [f.result() for f in futures]
-        return [PageOutput(text=r.text, finish_reason=r.finish_reason, token_ids=r.token_ids,
-                           prompt_tokens=r.prompt_tokens, image_tokens=r.num_image_tokens, timings=r.timings)
-                for r in results]
+        return [page_output(f.result()) for f in futures]
 
     def _submit(self, prepared: Any, sampling: SamplingParams) -> Any:
         while True:  # a job waits for room rather than failing; interactive requests get the 429s
