@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from dsocr.engine.engine import EngineConfig, EngineRequest, LLMEngine
 from dsocr.errors import ConfigError
 from dsocr.generation.params import SamplingParams
 from dsocr.generation.reference import FINISH_STOP, GenerationRequest, generate
+from dsocr.generation.repetition import FINISH_REPETITION
 from dsocr.hub import resolve_model_dir
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import load_model
@@ -47,7 +49,7 @@ class OCRResult:
     markdown: str
     blocks: tuple[Block, ...]
     token_ids: tuple[int, ...]
-    finish_reason: str  # "stop" (EOS) or "length" (token limit: output unfinished)
+    finish_reason: str  # "stop" (EOS), "length" (token limit) or "repetition" (loop stopped early): unfinished
     image_size: tuple[int, int]
     num_image_tokens: int
     prompt_tokens: int
@@ -100,17 +102,42 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
-class OCR:
-    """A loaded model with its tokenizer. Thread-compatible, not thread-safe: one call at a time."""
+ENGINES = ("auto", "fast", "reference")
 
-    def __init__(self, model: DeepseekOCR2ForCausalLM, tokenizer: Tokenizer, *, name: str = "") -> None:
+
+class OCR:
+    """A loaded model with its tokenizer. Thread-compatible, not thread-safe: one call at a time.
+
+    `engine`: "fast" runs generation on `dsocr.engine.LLMEngine` (continuous batching, paged cache, CUDA
+    graphs on CUDA), "reference" on the plain loop of `dsocr.generation.reference`; "auto" picks fast on CUDA
+    and the reference on CPU (where the engine has nothing to gain)."""
+
+    def __init__(self, model: DeepseekOCR2ForCausalLM, tokenizer: Tokenizer, *, name: str = "",
+                 engine: str = "auto", engine_config: EngineConfig | None = None) -> None:
+        if engine not in ENGINES:
+            raise ConfigError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
+        self.engine_mode = engine if engine != "auto" else ("fast" if model.device.type == "cuda" else "reference")
+        self.engine_config = engine_config
+        self._engine: LLMEngine | None = None
+
+    @property
+    def engine(self) -> LLMEngine | None:
+        """The fast engine (built at first use), or None when this OCR runs the reference loop."""
+        if self.engine_mode != "fast":
+            return None
+        if self._engine is None:
+            self._engine = LLMEngine(
+                self.model, encode_images=self._embed, eos_token_id=self.tokenizer.eos_id,
+                image_token_id=self.tokenizer.image_id, token_id=self.tokenizer.token_id, config=self.engine_config)
+        return self._engine
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike, *, device: str | torch.device = "auto",
-                        dtype: str | torch.dtype = "auto") -> OCR:
+                        dtype: str | torch.dtype = "auto", engine: str = "auto",
+                        engine_config: EngineConfig | None = None) -> OCR:
         model_dir = resolve_model_dir(model)
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
@@ -119,7 +146,7 @@ class OCR:
         tokenizer = Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
         logger.info("loaded %s on %s (%s) in %.1fs", model_dir, torch_device, torch_dtype,
                     time.perf_counter() - start)
-        return cls(network, tokenizer, name=str(model))
+        return cls(network, tokenizer, name=str(model), engine=engine, engine_config=engine_config)
 
     def processing_config(self, mode: str = "gundam", *, min_crops: int | None = None,
                           max_crops: int | None = None) -> ProcessingConfig:
@@ -163,6 +190,14 @@ class OCR:
             on_text: Callable[[int, str], None] | None = None) -> list[OCRResult]:
         """Encode the images and generate for all of them as one batch; results in input order."""
         sampling = sampling or SamplingParams()
+        if self.engine is not None and not sampling.no_repeat_ngram_size:
+            requests = [self.engine_request(p, sampling, (lambda piece, i=i: on_text(i, piece)) if on_text else None)
+                        for i, p in enumerate(prepared)]
+            self.engine.generate(requests)
+            for r in requests:
+                if r.error is not None:
+                    raise r.error
+            return [self.result(p, r) for p, r in zip(prepared, requests)]
         t1 = time.perf_counter()
         embeds = self._embed([p.inputs for p in prepared])
         t2 = time.perf_counter()
@@ -186,6 +221,33 @@ class OCR:
         return [self._result(p.inputs, g, {"preprocess": p.seconds, "vision": vision})
                 for p, g in zip(prepared, generated)]
 
+    def engine_request(self, prepared: PreparedImage, sampling: SamplingParams,
+                       on_text: Callable[[str], None] | None = None,
+                       on_finish: Callable[[EngineRequest], None] | None = None) -> EngineRequest:
+        """A request for the fast engine; `on_text` gets text pieces as they are generated."""
+        on_token = None
+        finish = on_finish
+        if on_text:
+            decoder = StreamDecoder(self.tokenizer)
+
+            def on_token(token: int) -> None:
+                piece = decoder.push(token)
+                if piece:
+                    on_text(piece)
+
+            def finish(request: EngineRequest) -> None:
+                tail = decoder.flush()
+                if tail:
+                    on_text(tail)
+                if on_finish:
+                    on_finish(request)
+        return EngineRequest(prompt_ids=prepared.prompt_ids, params=sampling, image=prepared.inputs,
+                             on_token=on_token, on_finish=finish)
+
+    def result(self, prepared: PreparedImage, request: EngineRequest) -> OCRResult:
+        """The OCRResult of a finished engine request."""
+        return self._result(prepared.inputs, request, {"preprocess": prepared.seconds, "ttft": request.ttft})
+
     def _embed(self, inputs: Sequence[ImageInputs | DeferredImageInputs]) -> list[torch.Tensor]:
         device, dtype = self.model.device, self.model.dtype
         # uint8 pixels travel to the device; normalisation happens there in float32, then the model dtype.
@@ -200,7 +262,9 @@ class OCR:
         text = self.tokenizer.decode(generated.token_ids)  # EOS is never in token_ids
         parsed = parse_grounding(text, inputs.original_size)
         warnings = list(parsed.warnings)
-        if generated.finish_reason != FINISH_STOP:
+        if generated.finish_reason == FINISH_REPETITION:
+            warnings.append(f"output unfinished: stopped after {len(generated.token_ids)} tokens in a repetition loop")
+        elif generated.finish_reason != FINISH_STOP:
             warnings.append(f"output unfinished: no end-of-sentence within {len(generated.token_ids)} tokens")
         timings = {**timings, "prefill": generated.prefill_seconds, "decode": generated.decode_seconds}
         n = len(generated.token_ids)

@@ -35,6 +35,23 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def _uses_fast_engine(engine_name: str, device: str) -> bool:
+    if engine_name != "auto":
+        return engine_name == "fast"
+    from dsocr.api import resolve_device
+
+    return resolve_device(device).type == "cuda"
+
+
+def engine_option(f):
+    """--engine, shared by the commands that load a model."""
+    return click.option(
+        "--engine", "engine_name", type=click.Choice(["auto", "fast", "reference"]), default="auto",
+        envvar="DSOCR_ENGINE", show_default=True,
+        help="Generation engine: fast (continuous batching, paged KV cache, CUDA graphs), reference (the plain "
+             "loop); auto = fast on CUDA, reference on CPU (env DSOCR_ENGINE).")(f)
+
+
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "-m", envvar="DSOCR_MODEL", default="deepseek-ai/DeepSeek-OCR-2", show_default=True,
@@ -49,6 +66,7 @@ def main(verbose: int) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", default="auto", show_default=True,
               help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16.")
+@engine_option
 @click.option("--max-tokens", type=int, default=8192, show_default=True, help="Maximum new tokens per image.")
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
 @click.option("--top-p", type=float, default=1.0, show_default=True)
@@ -64,7 +82,7 @@ def main(verbose: int) -> None:
 @click.option("--raw", is_flag=True, help="Print the raw model output (grounding tags kept), not Markdown.")
 @click.option("--stream", is_flag=True, help="Print raw output as it is generated (one image only).")
 def ocr(images: Sequence[Path], model: str, prompt: str, mode: str, min_crops: int | None, max_crops: int | None,
-        device: str, dtype: str, max_tokens: int, temperature: float, top_p: float, top_k: int, seed: int | None,
+        device: str, dtype: str, engine_name: str, max_tokens: int, temperature: float, top_p: float, top_k: int, seed: int | None,
         ngram_size: int, ngram_window: int, no_repeat_ngram_size: int, batch_size: int, as_json: bool,
         raw: bool, stream: bool, locate_text: str | None) -> None:
     """OCR IMAGES and print Markdown (or JSON) to stdout."""
@@ -80,7 +98,7 @@ def ocr(images: Sequence[Path], model: str, prompt: str, mode: str, min_crops: i
         sampling = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                   seed=seed, ngram_size=ngram_size, ngram_window=ngram_window,
                                   no_repeat_ngram_size=no_repeat_ngram_size)
-        engine = OCR.from_pretrained(model, device=device, dtype=dtype)
+        engine = OCR.from_pretrained(model, device=device, dtype=dtype, engine=engine_name)
         config = engine.processing_config(mode, min_crops=min_crops, max_crops=max_crops)
     except DsocrError as e:
         raise _CliError(str(e)) from e
@@ -147,8 +165,9 @@ def _emit(path: Path, result, *, as_json: bool, raw: bool, streamed: bool, sever
 @click.option("--ngram-window", type=int, default=90, show_default=True)
 @click.option("--retries", type=click.IntRange(0, 2), default=2, show_default=True,
               help="Loop-recovery retries for pages without an end (fewer crops, then page halves).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Pages decoded together.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Pages decoded together [default: 64 with the fast engine, else 4].")
+@engine_option
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads rendering and preprocessing pages ahead of the model.")
 @click.option("--math", type=click.Choice(["brackets", "dollars"]), default="brackets", show_default=True,
@@ -174,8 +193,8 @@ def _emit(path: Path, result, *, as_json: bool, raw: bool, streamed: bool, sever
 def convert(inputs: Sequence[str], output_dir: Path, model: str, formats: str, pages: str | None,
             password: str | None, dpi: float, prompt: str, mode: str, min_crops: int | None,
             max_crops: int | None, max_tokens: int, ngram_size: int, ngram_window: int, retries: int,
-            batch_size: int, workers: int, math: str, page_separator: str | None, no_figures: bool,
-            no_overlays: bool, overwrite: bool, strict: bool, quiet: bool, device: str, dtype: str,
+            batch_size: int | None, engine_name: str, workers: int, math: str, page_separator: str | None,
+            no_figures: bool, no_overlays: bool, overwrite: bool, strict: bool, quiet: bool, device: str, dtype: str,
             endpoint: str | None, endpoint_model: str | None, endpoint_key: str | None, backend: str) -> None:
     """Convert documents (PDFs, images, folders, globs) to Markdown, JSON, HTML and searchable PDF."""
     from dsocr.generation.params import SamplingParams
@@ -186,6 +205,9 @@ def convert(inputs: Sequence[str], output_dir: Path, model: str, formats: str, p
 
     chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats.split(",") if f.strip()))
     try:
+        if batch_size is None:  # a big batch keeps the fast engine's GPU busy; the reference loop wants few
+            on_model = backend == "model" and not endpoint
+            batch_size = 64 if on_model and _uses_fast_engine(engine_name, device) else 4
         options = ConvertOptions(
             prompt=prompt, view=View(mode=mode, min_crops=min_crops, max_crops=max_crops),
             sampling=SamplingParams(max_new_tokens=max_tokens, ngram_size=ngram_size, ngram_window=ngram_window),
@@ -202,7 +224,8 @@ def convert(inputs: Sequence[str], output_dir: Path, model: str, formats: str, p
             converter = Converter(RemoteBackend(endpoint, model=endpoint_model, api_key=endpoint_key,
                                                 concurrency=batch_size), options)
         else:
-            converter = Converter.from_pretrained(model, device=device, dtype=dtype, options=options)
+            converter = Converter.from_pretrained(model, device=device, dtype=dtype, engine=engine_name,
+                                                  options=options)
     except DsocrError as e:
         raise _CliError(str(e)) from e
     summary = _convert_all(converter, paths, output_dir, overwrite=overwrite, quiet=quiet)
@@ -291,8 +314,9 @@ def _convert_all(converter, paths: Sequence[Path], output_dir: Path, *, overwrit
               help="Where jobs (SQLite) and their files are kept.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
-@click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Requests decoded together.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None,
+              help="Requests decoded together [default: 64 with the fast engine, else 8].")
+@engine_option
 @click.option("--max-queue", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests waiting for the model before new ones get 429.")
 @click.option("--max-upload-mb", type=click.IntRange(min=1), default=50, show_default=True)
@@ -306,18 +330,22 @@ def _convert_all(converter, paths: Sequence[Path], output_dir: Path, *, overwrit
               help="Allow remote image URLs from this host (repeatable); by default only data: URIs.")
 def serve(model: str, host: str, port: int, api_keys: Sequence[str], data_dir: Path, device: str, dtype: str,
           max_batch: int, max_queue: int, max_upload_mb: int, max_pages: int, max_tokens: int, timeout: float,
-          image_hosts: Sequence[str]) -> None:
+          image_hosts: Sequence[str], engine_name: str) -> None:
     """Serve the model over HTTP: OpenAI-compatible API, document jobs and a web page."""
     import uvicorn
 
     from dsocr.api import OCR
+    from dsocr.engine.engine import EngineConfig
     from dsocr.server.app import ServerSettings, create_app
     from dsocr.server.engine import Engine
 
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        engine = Engine(OCR.from_pretrained(model, device=device, dtype=dtype), max_batch=max_batch,
-                        max_queue=max_queue)
+        fast = _uses_fast_engine(engine_name, device)
+        max_batch = max_batch or (64 if fast else 8)
+        ocr_model = OCR.from_pretrained(model, device=device, dtype=dtype, engine=engine_name,
+                                        engine_config=EngineConfig(max_batch=max_batch))
+        engine = Engine(ocr_model, max_batch=max_batch, max_queue=max_queue)
     except (DsocrError, OSError) as e:
         raise _CliError(str(e)) from e
     settings = ServerSettings(data_dir=data_dir, api_keys=tuple(k for k in api_keys if k),

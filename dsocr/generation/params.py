@@ -26,6 +26,7 @@ class SamplingParams:
     ngram_whitelist: tuple[str, ...] = ("<td>", "</td>")  # never banned: table cells repeat legitimately
     no_repeat_ngram_size: int = 0  # transformers-style guard over prompt + generated; 0 = off
     ignore_eos: bool = False
+    stop_on_loop: bool = True  # stop a sequence caught in a loop early, finish reason "repetition"
 
     def __post_init__(self) -> None:
         _check_int(self.max_new_tokens, "max_new_tokens", minimum=1)

@@ -16,6 +16,7 @@ import torch
 from dsocr.errors import GenerationError
 from dsocr.generation.logits import NoRepeatNGramGuard, WindowedNGramGuard, apply_bans
 from dsocr.generation.params import SamplingParams
+from dsocr.generation.repetition import FINISH_REPETITION, LoopDetector
 from dsocr.generation.sampling import sample_next
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 
@@ -39,9 +40,10 @@ class GenerationResult:
 
 
 class _Guards:
-    """The repetition guards of one sequence."""
+    """The repetition guards of one sequence, and its loop detector."""
 
     def __init__(self, params: SamplingParams, prompt_ids: Sequence[int], whitelist_ids: Collection[int]) -> None:
+        self.loops = LoopDetector() if params.stop_on_loop else None
         self.windowed = (WindowedNGramGuard(params.ngram_size, params.ngram_window, whitelist_ids)
                          if params.ngram_size > 0 else None)
         self.whole = (NoRepeatNGramGuard(params.no_repeat_ngram_size, prompt_ids)
@@ -55,9 +57,11 @@ class _Guards:
             banned |= self.whole.banned()
         return banned
 
-    def append(self, token: int) -> None:
+    def append(self, token: int) -> bool:
+        """Record an accepted token; True when the sequence is now looping."""
         if self.whole:
             self.whole.append(token)
+        return self.loops.push(token) if self.loops else False
 
 
 @torch.inference_mode()
@@ -107,10 +111,12 @@ def generate(model: DeepseekOCR2ForCausalLM, requests: Sequence[GenerationReques
                 finished[i], results[i].finish_reason = True, FINISH_STOP
                 continue
             results[i].token_ids.append(token)
-            guards[i].append(token)
+            looping = guards[i].append(token)
             if on_token:
                 on_token(i, token)
-            if len(results[i].token_ids) >= max_new:
+            if looping:
+                finished[i], results[i].finish_reason = True, FINISH_REPETITION
+            elif len(results[i].token_ids) >= max_new:
                 finished[i] = True
         if all(finished):
             break

@@ -1,6 +1,8 @@
 """`model.embed_tokens`, `model.layers.*`, `model.norm`: the DeepSeek-V2-style MoE language decoder (MHA).
 
-Must not own generation state: the KV cache and the attention mask are arguments of `forward`.
+Must not own generation state: the KV cache and the attention mask are arguments of `forward`. Attention
+reads the cache through the cache object (`attend`), so the engine's paged cache plugs in without a second
+model: this module's `KVCache` is the contiguous reference, `dsocr.engine.kv_cache` the paged one.
 The routed experts run as a plain per-expert loop; it is the reference the fast engine is checked against
 (`dsocr.engine.moe.use_grouped_experts` switches a model to grouped GEMMs).
 """
@@ -35,6 +37,20 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor | None, start: int) -> torch.Tensor:
+        """Store this step's k/v (B, H_kv, T, D) at `start`, then attend q (B, H, T, D) over everything cached."""
+        k, v = self.update(layer, start, k, v)
+        return sdpa(q, k, v, mask)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Scaled dot-product attention with grouped k/v heads repeated up to q's head count."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
 
 class DeepseekV2Attention(nn.Module):
     """Plain multi-head attention with rotate-half RoPE on the whole head (no MLA in DeepSeek-OCR)."""
@@ -51,19 +67,26 @@ class DeepseekV2Attention(nn.Module):
         self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None, cache_start: int) -> torch.Tensor:
+        q, k, v = self.project(x, cos, sin)
+        if cache is None:
+            out = sdpa(q, k, v, mask)
+        else:
+            out = cache.attend(self.layer_idx, q, k, v, mask, cache_start)  # (B, H, T, D)
+        return self.output(out)
+
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x (B, T, C) -> q (B, H, T, D), k and v (B, H_kv, T, D), rotary applied to q and k."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer_idx, cache_start, k, v)  # (B, H, start+T, D)
-        groups = self.num_heads // self.num_kv_heads
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        """Attention output (B, H, T, D) -> (B, T, C)."""
+        b, _, t, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -119,9 +142,17 @@ class DeepseekV2DecoderLayer(nn.Module):
         self.mlp: nn.Module = (DeepseekMoE(config) if config.is_moe_layer(layer_idx)
                                else SwiGLU(config.hidden_size, config.intermediate_size))
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None, cache_start: int) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, cache_start)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    # The two halves around attention, for callers that run attention themselves (the engine compiles them).
+    def attention_inputs(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.self_attn.project(self.input_layernorm(x), cos, sin)
+
+    def after_attention(self, x: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn.output(attention)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -135,10 +166,11 @@ class DeepseekV2Model(nn.Module):
         self.layers = nn.ModuleList(DeepseekV2DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def decode(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+    def decode(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
                cache: KVCache | None = None, cache_start: int = 0) -> torch.Tensor:
         """inputs_embeds (B, T, C), positions (B, T), mask (B, 1, T, start+T) bool (True = attend)
-        -> hidden states (B, T, C) after the final norm."""
+        -> hidden states (B, T, C) after the final norm. `cache` is any object with `KVCache.attend`'s
+        signature; a paged cache carries its own layout and ignores `mask` and `cache_start`."""
         cfg = self.language_config
         cos, sin = rotary_cos_sin(positions, cfg.head_dim, cfg.rope_theta, inputs_embeds.dtype)
         x = inputs_embeds

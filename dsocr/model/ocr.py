@@ -94,7 +94,7 @@ class DeepseekOCR2ForCausalLM(nn.Module):
     def new_cache(self, batch_size: int, max_length: int) -> KVCache:
         return KVCache(self.config.language, batch_size, max_length, self.dtype, self.device)
 
-    def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+    def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache | None = None, cache_start: int = 0,
                 last_only: bool = False) -> torch.Tensor:
         """Logits (B, T or 1, vocab) in float32."""

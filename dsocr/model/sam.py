@@ -49,10 +49,32 @@ class SamAttention(nn.Module):
         b, h, w, c = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, hw, D)
         q, k, v = qkv.unbind(0)
-        bias = self._rel_pos_bias(q, h, w)  # (B, H, hw, hw)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, hw, D)
+        if q.is_cuda:
+            out = self._augmented_attention(q, k, v, h, w)
+        else:  # the reference form (CPU): the (hw, hw) bias materialised, bit-identical to the official code
+            bias = self._rel_pos_bias(q, h, w)  # (B, H, hw, hw)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, hw, D)
         out = out.transpose(1, 2).reshape(b, h, w, c)
         return self.proj(out)
+
+    def _augmented_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The same attention without materialising the bias: it becomes part of a dot product.
+        bias[i, j] = bias_h[i, row(j)] + bias_w[i, col(j)] = [bias_h[i], bias_w[i]] . [onehot(row j), onehot(col j)],
+        so q' = [q / sqrt(D), bias_h, bias_w] and k' = [k, onehots] give q'.k' = q.k / sqrt(D) + bias with no mask,
+        and SDPA runs its flash kernel. The bias of a global layer at 1024 px would be 400 MB per image."""
+        b, heads, n, d = q.shape
+        r_h = relative_position_table(self.rel_pos_h, h)
+        r_w = relative_position_table(self.rel_pos_w, w)
+        rq = q.reshape(b, heads, h, w, d)
+        bias_h = torch.einsum("bnhwc,hkc->bnhwk", rq, r_h).reshape(b, heads, n, h)
+        bias_w = torch.einsum("bnhwc,wkc->bnhwk", rq, r_w).reshape(b, heads, n, w)
+        index = torch.arange(n, device=q.device)
+        keys = torch.cat([F.one_hot(index // w, h), F.one_hot(index % w, w)], dim=-1).to(k.dtype)  # (n, h + w)
+        pad = -(d + h + w) % 8  # flash kernels want head dims in multiples of 8
+        q2 = F.pad(torch.cat([q * d**-0.5, bias_h, bias_w], dim=-1), (0, pad))
+        k2 = F.pad(torch.cat([k, keys.expand(b, heads, n, h + w)], dim=-1), (0, pad))
+        v2 = F.pad(v, (0, h + w + pad))
+        return F.scaled_dot_product_attention(q2, k2, v2, scale=1.0)[..., :d]
 
     def _rel_pos_bias(self, q: torch.Tensor, h: int, w: int) -> torch.Tensor:
         # The bias uses the unscaled queries; SDPA adds it after scaling q.k by 1/sqrt(D).

@@ -159,11 +159,11 @@ class Converter:
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike, *, device: str = "auto", dtype: str = "auto",
-                        options: ConvertOptions | None = None) -> Converter:
+                        engine: str = "auto", options: ConvertOptions | None = None) -> Converter:
         from dsocr.api import OCR  # torch only when a model is really loaded
         from dsocr.pipeline.backend import ModelBackend
 
-        return cls(ModelBackend(OCR.from_pretrained(model, device=device, dtype=dtype)), options)
+        return cls(ModelBackend(OCR.from_pretrained(model, device=device, dtype=dtype, engine=engine)), options)
 
     def convert(self, path: str | os.PathLike, *, output_dir: str | os.PathLike | None = None,
                 overwrite: bool = False) -> Document:

@@ -21,38 +21,27 @@ import numpy as np
 from PIL import Image
 
 from dsocr.generation.params import SamplingParams
+from dsocr.generation.repetition import FINISH_REPETITION, loop_period
 from dsocr.pipeline.backend import FINISH_STOP, View
 from dsocr.pipeline.document import OK, REPETITION, TRUNCATED
 
 STRATEGIES = ("fewer-crops", "split-halves")
 STRICT_NGRAM_SIZE = 20  # default guard: 30-gram within 90 tokens
 STRICT_NGRAM_WINDOW = 256
-LOOP_MAX_PERIOD = 256
-LOOP_MIN_SPAN = 48  # tokens the repetition must cover, at least
 
 
 def classify(finish_reason: str, token_ids: Sequence[int], max_new_tokens: int) -> tuple[str, str]:
     """(status, reason) of one answer."""
     if finish_reason == FINISH_STOP:
         return OK, ""
+    if finish_reason == FINISH_REPETITION:  # the generator saw the loop and stopped early
+        period = loop_period(token_ids)
+        shape = f" (period {period} tokens)" if period else ""
+        return REPETITION, f"output repeats{shape}; stopped early after {len(token_ids)} tokens"
     period = loop_period(token_ids)
     if period is not None:
         return REPETITION, f"output repeats (period {period} tokens) until the limit of {max_new_tokens} tokens"
     return TRUNCATED, f"no end of sentence within {max_new_tokens} tokens"
-
-
-def loop_period(tokens: Sequence[int], *, max_period: int = LOOP_MAX_PERIOD,
-                min_span: int = LOOP_MIN_SPAN) -> int | None:
-    """The shortest period p such that the last max(3p, min_span) tokens repeat with period p, else None."""
-    t = np.asarray(tokens, dtype=np.int64)
-    for p in range(1, max_period + 1):
-        span = max(3 * p, min_span)
-        if span + p > len(t):
-            break
-        tail = t[-(span + p):]
-        if np.array_equal(tail[p:], tail[:-p]):
-            return p
-    return None
 
 
 def stricter(sampling: SamplingParams) -> SamplingParams:

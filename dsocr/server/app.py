@@ -326,6 +326,8 @@ def _submit(engine: Engine, prepared: Any, sampling: Any, settings: ServerSettin
     except QueueFull as e:
         raise ApiError(429, f"the server is busy: {e}; retry later", type="rate_limit_error",
                        code="queue_full", headers={"Retry-After": str(settings.retry_after)}) from None
+    except DsocrError as e:
+        raise ApiError(400, str(e)) from None
 
 
 async def _wait(future: Any, timeout: float) -> Any:

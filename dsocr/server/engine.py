@@ -1,8 +1,13 @@
 """The serving engine: one model, one scheduler thread, requests from many clients batched together.
 
 Must not know about HTTP or jobs. Requests wait in a bounded queue (`QueueFull` when it is full: the server
-answers 429); the scheduler takes up to `max_batch` of them that share sampling parameters and runs them as
-one batch through `OCR.run`, streaming text pieces to each request's callback as they are generated.
+answers 429). Two modes, chosen by the OCR object:
+- continuous (the fast engine, `OCR.engine`, default on CUDA): every request joins the running batch as soon
+  as its KV cache fits and leaves it when done; the thread only steps `dsocr.engine.LLMEngine`;
+- batches (the reference loop, CPU): the scheduler takes up to `max_batch` queued requests that share sampling
+  parameters and runs them as one batch through `OCR.run`.
+Either way text pieces stream to each request's callback as they are generated, and cancelling a request's
+future (a client gone, a timeout) stops its generation.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +58,11 @@ class Engine:
         self._queue: deque[Request] = deque()
         self._cond = threading.Condition()
         self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="dsocr-engine", daemon=True)
+        self.llm = getattr(ocr, "engine", None)  # dsocr.engine.LLMEngine, or None: batches of OCR.run
+        # Results are parsed (detokenize, grounding) off the engine thread, which must keep the GPU fed.
+        self._finisher = ThreadPoolExecutor(2, thread_name_prefix="dsocr-finish") if self.llm else None
+        loop = self._loop_continuous if self.llm is not None else self._loop
+        self._thread = threading.Thread(target=loop, name="dsocr-engine", daemon=True)
         self._thread.start()
 
     @property
@@ -62,6 +71,8 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
+        if self.llm is not None:
+            return self.llm.num_waiting
         with self._cond:
             return len(self._queue)
 
@@ -73,11 +84,44 @@ class Engine:
         with self._cond:
             if self._stopped:
                 raise RuntimeError("the engine is stopped")
-            if len(self._queue) >= self.max_queue - reserve:
-                raise QueueFull(f"the queue is full ({len(self._queue)} requests waiting)")
-            self._queue.append(request)
+            if self.queue_depth >= self.max_queue - reserve:
+                raise QueueFull(f"the queue is full ({self.queue_depth} requests waiting)")
+            if self.llm is not None:
+                self._add_continuous(request)  # GenerationError for what the engine cannot run
+            else:
+                self._queue.append(request)
             self._cond.notify()
         return request.future
+
+    def _add_continuous(self, request: Request) -> None:
+        """Hand the request to the fast engine. Its future stays pending until the result is set, so that
+        cancelling it (a client gone, a timeout) works while it runs: the engine then aborts it."""
+        future = request.future
+
+        def on_finish(done: Any) -> None:
+            if future.cancelled():
+                return
+            self._finisher.submit(self._resolve, request, done, time.perf_counter())
+
+        engine_request = self.ocr.engine_request(request.prepared, request.sampling, request.on_text, on_finish)
+        self.llm.add(engine_request)  # raises GenerationError for a request that can never run
+        future.add_done_callback(lambda f: self.llm.abort(engine_request) if f.cancelled() else None)
+
+    def _resolve(self, request: Request, done: Any, finished_at: float) -> None:
+        future = request.future
+        try:
+            if done.error is not None:
+                self.stats.failures += 1
+                raise done.error
+            result = self.ocr.result(request.prepared, done)
+        except Exception as e:  # noqa: BLE001 - the request's own failure goes to its caller
+            if not future.cancelled():
+                future.set_exception(e)
+            return
+        self.stats.requests += 1
+        self.stats.generated_tokens += len(result.token_ids)
+        if future.set_running_or_notify_cancel():
+            future.set_result(result)
 
     def run(self, prepared: Any, sampling: SamplingParams, **kwargs: Any) -> Any:
         """Submit and wait (for callers on their own threads)."""
@@ -91,6 +135,26 @@ class Engine:
         with self._cond:
             while self._queue:
                 self._queue.popleft().future.set_exception(RuntimeError("the server is shutting down"))
+        if self.llm is not None:
+            self.llm.fail_all(RuntimeError("the server is shutting down"))
+            self._finisher.shutdown(wait=True)
+
+    def _loop_continuous(self) -> None:
+        llm = self.llm
+        while True:
+            with self._cond:
+                while not self._stopped and not llm.has_work():
+                    self._cond.wait(timeout=1.0)
+                if self._stopped:
+                    return
+            start = time.perf_counter()
+            try:
+                llm.step()
+            except Exception as e:
+                logger.exception("engine step failed")
+                llm.fail_all(e)
+            self.stats.busy_seconds += time.perf_counter() - start
+            self.stats.batches += 1
 
     def _take_batch(self) -> list[Request] | None:
         with self._cond:

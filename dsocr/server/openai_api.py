@@ -124,7 +124,8 @@ def _sampling(body: dict[str, Any], default_max_tokens: int, token_string: Any) 
             max_new_tokens=max_tokens, temperature=body.get("temperature") or 0.0,
             top_p=1.0 if body.get("top_p") is None else body["top_p"], top_k=xargs.get("top_k", 0),
             seed=body.get("seed"), ngram_size=ngram, ngram_window=max(xargs.get("window_size", 90), ngram),
-            ngram_whitelist=whitelist, ignore_eos=bool(body.get("ignore_eos", False)))
+            ngram_whitelist=whitelist, ignore_eos=bool(body.get("ignore_eos", False)),
+            stop_on_loop=bool(body.get("stop_on_loop", True)))
     except ValueError as e:
         raise ApiError(400, str(e)) from None
 

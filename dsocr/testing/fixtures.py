@@ -35,20 +35,23 @@ def tiny_config(*, vocab_size: int = 512) -> DeepseekOCR2Config:
 
 
 def randomize_(model: torch.nn.Module, seed: int) -> None:
-    """Deterministic weights with non-zero biases and norm weights, so a dropped bias or norm would show."""
-    gen = torch.Generator().manual_seed(seed)
+    """Deterministic weights with non-zero biases and norm weights, so a dropped bias or norm would show.
+    Drawn on the model's device (a full-size model on a GPU takes seconds, not minutes): the same seed gives
+    the same weights on the same kind of device, whatever the dtype."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
     for name, p in model.named_parameters():
         is_norm = "norm" in name or ".neck.1." in name or ".neck.3." in name
         if is_norm and name.endswith("weight"):
-            value = 1.0 + 0.1 * torch.randn(p.shape, generator=gen)
+            value = 1.0 + 0.1 * torch.randn(p.shape, generator=gen, device=device)
         elif name.endswith("bias") or p.dim() == 1:
-            value = 0.1 * torch.randn(p.shape, generator=gen)
+            value = 0.1 * torch.randn(p.shape, generator=gen, device=device)
         elif name.endswith("gate.weight"):
-            value = torch.randn(p.shape, generator=gen) * 2.0 / math.sqrt(p.shape[-1])  # decisive routing
+            value = torch.randn(p.shape, generator=gen, device=device) * 2.0 / math.sqrt(p.shape[-1])  # decisive routing
         elif p.dim() >= 2 and "embed" not in name and "query_" not in name and "rel_pos" not in name:
-            value = torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel())
+            value = torch.randn(p.shape, generator=gen, device=device) / math.sqrt(p[0].numel())
         else:
-            value = 0.5 * torch.randn(p.shape, generator=gen)
+            value = 0.5 * torch.randn(p.shape, generator=gen, device=device)
         with torch.no_grad():
             p.copy_(value.to(p.dtype))
 
@@ -62,11 +65,13 @@ def random_model(config: DeepseekOCR2Config, *, seed: int = 0, dtype: torch.dtyp
 
 def write_random_checkpoint(path: str | os.PathLike, config: DeepseekOCR2Config | None = None, *, seed: int = 0,
                             dtype: torch.dtype = torch.float32, max_shard_bytes: int | None = None,
-                            tokenizer: bool = True) -> Path:
-    """A complete model directory: config.json, safetensors (+ index) under official names, tokenizer.json."""
+                            tokenizer: bool = True, device: str = "cpu") -> Path:
+    """A complete model directory: config.json, safetensors (+ index) under official names, tokenizer.json.
+    `device` is where the weights are drawn (see `randomize_`)."""
     config = config or tiny_config()
     path = Path(path)
-    save_checkpoint(random_model(config, seed=seed), path, dtype=dtype, max_shard_bytes=max_shard_bytes)
+    model = random_model(config, seed=seed, dtype=dtype, device=device)
+    save_checkpoint(model, path, dtype=dtype, max_shard_bytes=max_shard_bytes)
     if tokenizer:
         from dsocr.testing.tokenizer import build_test_tokenizer
 

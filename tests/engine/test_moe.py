@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from dsocr.engine.moe import GroupedExperts, _grouped, use_grouped_experts
+from dsocr.engine.moe import GroupedExperts, _grouped, _grouped_static, grouped_mm_works, use_grouped_experts
 from dsocr.generation.params import SamplingParams
 from dsocr.generation.reference import GenerationRequest, generate
 from dsocr.model.decoder import DeepseekMoE
@@ -50,9 +50,9 @@ def test_the_fallback_loop_equals_the_grouped_gemm() -> None:
     x, w = torch.randn(10, 8), torch.randn(3, 8, 4)
     ends = torch.tensor([3, 3, 10], dtype=torch.int32)  # an empty group in the middle
     expected = torch.cat([x[:3] @ w[0], x[3:] @ w[2]])
-    torch.testing.assert_close(_grouped(x, w, ends), expected)
-    xd, wd = x.double(), w.double()
-    torch.testing.assert_close(_grouped(xd, wd, ends), torch.cat([xd[:3] @ wd[0], xd[3:] @ wd[2]]))  # loop path
+    torch.testing.assert_close(_grouped(x, w, ends, grouped_mm_works(x.device, x.dtype)), expected)
+    torch.testing.assert_close(_grouped(x, w, ends, False), expected)  # the loop path
+    torch.testing.assert_close(_grouped_static(x, w, ends), expected)  # the graph-capture path
 
 
 def test_greedy_tokens_are_unchanged(model) -> None:

@@ -106,3 +106,22 @@ def test_padded_window_tokens_take_part_as_keys() -> None:
     # Bottom-right real 2x2 corner attended alone (no padding keys):
     corner = block.attn(h[:, 5:, 5:])
     assert not torch.allclose(full[:, 5:, 5:], corner, atol=1e-4)
+
+
+def test_sam_augmented_attention_equals_the_materialised_bias() -> None:
+    """The CUDA path folds the relative-position bias into the dot product; same result as the bias mask."""
+    import torch.nn.functional as F
+
+    from dsocr.model.sam import SamAttention
+
+    gen = torch.Generator().manual_seed(0)
+    for h, w, rel in [(14, 14, 14), (6, 6, 12), (5, 7, 8)]:
+        attn = SamAttention(64, 4, rel)
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        x = torch.randn(3, h, w, 64, generator=gen)
+        q, k, v = attn.qkv(x).reshape(3, h * w, 3, 4, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=attn._rel_pos_bias(q, h, w))
+        out = attn._augmented_attention(q, k, v, h, w)
+        assert (out - expected).abs().max() < 1e-4 * expected.abs().max()
