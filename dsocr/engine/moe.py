@@ -73,7 +73,7 @@ def grouped_mm_works(device: torch.device, dtype: torch.dtype) -> bool:
     w = torch.zeros(2, 16, 16, device=device, dtype=dtype)
     try:
         torch._grouped_mm(x, w, offs=torch.tensor([2, 4], dtype=torch.int32, device=device))
-    except (RuntimeError, NotImplementedError):
+    except Exception:  # noqa: BLE001 - whatever the kernel objects to, the loop below works
         return False
     return True
 

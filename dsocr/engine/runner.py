@@ -84,7 +84,9 @@ class ModelRunner:
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}
         self._pool = None
-        self.compiled = compile_layers and self.device.type == "cuda"
+        # bf16/fp16 only: Inductor's grouped GEMM takes no float32 (float32 on CUDA is for tests: eager).
+        self.compiled = compile_layers and self.device.type == "cuda" and model.dtype in (torch.bfloat16,
+                                                                                           torch.float16)
         self._layer_inputs, self._layer_outputs = layer_inputs, layer_outputs
         if self.compiled:
             # One compiled function serves all 12 layers (dense and MoE: a few cache entries, not one per layer).
@@ -171,7 +173,7 @@ class ModelRunner:
         ends = torch.tensor(lengths).cumsum(0)
         segments = [(int(e) - n, int(e)) for e, n in zip(ends, lengths)]
         batch = PrefillBatch(self.cache, blocks.to(self.device), (positions % bs).to(self.device), segments)
-        hidden = self.model.model.decode(embeds, positions[None].to(self.device), None, batch)
+        hidden = self._hidden(embeds, positions[None].to(self.device), batch)
         last = hidden[0, (ends - 1).to(self.device)]
         return self.model.lm_head(last).float()
 
@@ -209,8 +211,8 @@ class ModelRunner:
         if greedy:
             self._commit(b, logits.argmax(dim=-1))
 
-    def _hidden(self, x: torch.Tensor, positions: torch.Tensor, batch: DecodeBatch) -> torch.Tensor:
-        """`DeepseekV2Model.decode` for one token per row, layer by layer around the paged attention."""
+    def _hidden(self, x: torch.Tensor, positions: torch.Tensor, batch: DecodeBatch | PrefillBatch) -> torch.Tensor:
+        """`DeepseekV2Model.decode`, layer by layer around the paged attention (compiled halves on CUDA)."""
         cfg = self.model.config.language
         cos, sin = rotary_cos_sin(positions, cfg.head_dim, cfg.rope_theta, x.dtype)
         for layer in self.model.model.layers:
