@@ -67,8 +67,8 @@ class GroupedExperts:
 def grouped_mm_works(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `torch._grouped_mm` takes this device and dtype (asked once per layer, at packing time, so the
     hot path has no try/except: torch.compile traces it straight)."""
-    if not HAS_GROUPED_MM:
-        return False
+    if not HAS_GROUPED_MM or (device.type == "cuda" and dtype != torch.bfloat16):
+        return False  # on CUDA it is a bf16 kernel; other dtypes fall back inside it, copying to the host
     x = torch.zeros(4, 16, device=device, dtype=dtype)
     w = torch.zeros(2, 16, 16, device=device, dtype=dtype)
     try:

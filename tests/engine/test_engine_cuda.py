@@ -106,33 +106,33 @@ def test_graph_replay_equals_eager_steps_in_bf16() -> None:
 @pytest.mark.slow
 def test_full_size_bf16_engine_matches_the_float32_reference() -> None:
     """The official architecture with random weights: the bf16 engine's tokens, re-scored by the float32
-    reference (teacher forcing), are the reference's argmax wherever its top-2 margin is clear, and the
-    first-token logits are close."""
+    reference (teacher forcing), are the reference's argmax wherever its top-2 margin is clear: more than twice
+    the largest bf16 logit error measured at the prompts' last positions (a flip needs one of the two logits
+    off by half the margin)."""
     config = DeepseekOCR2Config()
     reference = random_model(config, seed=0, device="cuda")  # float32
     model = random_model(config, seed=0, dtype=torch.bfloat16, device="cuda")
     rng = random.Random(0)
     prompts = [[0] + [rng.randrange(100, 100000) for _ in range(n)] for n in (20, 300, 1100)]
     params = SamplingParams(max_new_tokens=64, ngram_size=0, ignore_eos=True, stop_on_loop=False)
-    engine = _engine(model)
-    requests = engine.generate([EngineRequest(prompt_ids=p, params=params) for p in prompts])
-    checked = agreed = 0
+    requests = _engine(model).generate([EngineRequest(prompt_ids=p, params=params) for p in prompts])
+    steps, tokens, error = [], [], 0.0
     for prompt, r in zip(prompts, requests):
         ids = torch.tensor([prompt + r.token_ids], device="cuda")
         t = ids.shape[1]
         with torch.inference_mode():
             logits = reference(reference.model.embed_inputs(ids), torch.arange(t, device="cuda")[None],
                                torch.ones(t, t, dtype=torch.bool, device="cuda").tril()[None, None])[0]
-            first = model(model.model.embed_inputs(ids[:, :len(prompt)]),
-                          torch.arange(len(prompt), device="cuda")[None],
-                          torch.ones(len(prompt), len(prompt), dtype=torch.bool, device="cuda").tril()[None, None],
-                          last_only=True)[0, -1]
-        steps = logits[len(prompt) - 1:-1]  # the reference's prediction for each generated token
-        top2 = steps.topk(2, dim=-1).values
-        clear = (top2[:, 0] - top2[:, 1]) > 0.1 * steps.std(dim=-1)
-        same = steps.argmax(dim=-1) == torch.tensor(r.token_ids, device="cuda")
-        checked += int(clear.sum())
-        agreed += int((same & clear).sum())
-        ref_first = logits[len(prompt) - 1]
-        assert (first - ref_first).abs().max() < 0.05 * ref_first.abs().max()
-    assert checked >= 100 and agreed == checked, (agreed, checked)
+            n = len(prompt)
+            first = model(model.model.embed_inputs(ids[:, :n]), torch.arange(n, device="cuda")[None],
+                          torch.ones(n, n, dtype=torch.bool, device="cuda").tril()[None, None], last_only=True)[0, -1]
+        error = max(error, float((first - logits[n - 1]).abs().max()))
+        steps.append(logits[n - 1:-1])  # the reference's prediction for each generated token
+        tokens.append(torch.tensor(r.token_ids, device="cuda"))
+    steps, tokens = torch.cat(steps), torch.cat(tokens)
+    top2 = steps.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * error
+    agree = steps.argmax(dim=-1) == tokens
+    assert error < 0.05 * float(steps.abs().max()), error  # bf16 logits close to float32
+    assert int(clear.sum()) >= 50, (int(clear.sum()), error)
+    assert bool(agree[clear].all()), (int(agree[clear].sum()), int(clear.sum()), error)
