@@ -357,3 +357,48 @@ def serve(model: str, host: str, port: int, api_keys: Sequence[str], data_dir: P
         uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
     finally:
         engine.stop()
+
+
+@main.command()
+@click.option("--output", "-o", "output_dir", type=click.Path(path_type=Path), required=True,
+              help="Run folder: checkpoints in the official layout (loadable with --model), log, resume state.")
+@click.option("--model", "-m", default=None,
+              help="Fine-tune this checkpoint (directory or Hugging Face id); without it, train from scratch.")
+@click.option("--preset", type=click.Choice(["embedded", "tiny"]), default="embedded", show_default=True,
+              help="From scratch: the model size (embedded ~19M parameters; tiny for tests).")
+@click.option("--data", default=None, help="Folder of images with .md/.txt targets, or a JSONL of "
+              '{"image", "text", "prompt"}; default: synthetic pages.')
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=100, show_default=True)
+@click.option("--lora-rank", type=click.IntRange(min=0), default=0, show_default=True,
+              help="> 0: LoRA on the attention projections (decoder and flow encoder), everything else frozen.")
+@click.option("--freeze-vision", is_flag=True, help="Full fine-tuning of the decoder only.")
+@click.option("--mode", type=click.Choice(["gundam", "base"]), default="gundam", show_default=True,
+              help="The views the model learns from (crops + global view, or the global view only).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=250, show_default=True)
+@click.option("--eval-pages", type=click.IntRange(min=0), default=16, show_default=True)
+@click.option("--save-every", type=click.IntRange(min=1), default=250, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Processes making training examples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def train(output_dir: Path, model: str | None, preset: str, data: str | None, steps: int, batch_size: int,
+          lr: float, warmup_steps: int, lora_rank: int, freeze_vision: bool, mode: str, eval_every: int,
+          eval_pages: int, save_every: int, workers: int, seed: int, device: str) -> None:
+    """Train a model (from scratch) or fine-tune one (LoRA or full) on (image, text) pairs.
+
+    An existing run folder is resumed from its last saved step."""
+    from dsocr.training.train import TrainConfig, Trainer
+
+    try:
+        config = TrainConfig(output_dir=output_dir, model=model, preset=preset, data=data, steps=steps,
+                             batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, lora_rank=lora_rank,
+                             freeze_vision=freeze_vision, mode=mode, eval_every=eval_every, eval_pages=eval_pages,
+                             save_every=save_every, workers=workers, seed=seed, device=device)
+        trainer = Trainer(config, on_log=lambda record: click.echo(json.dumps(record), err=True))
+        trainer.train()
+    except DsocrError as e:
+        raise _CliError(str(e)) from e
+    click.echo(f"dsocr: trained to step {trainer.step}; use it with --model {output_dir}", err=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -99,11 +99,14 @@ def _open(shard: Path):
 
 
 def save_checkpoint(model: DeepseekOCR2ForCausalLM, model_dir: str | os.PathLike, *,
-                    dtype: torch.dtype | None = None, max_shard_bytes: int | None = None) -> Path:
-    """Write config.json + safetensors (+ index) in the official layout; `state_dict()` names are official."""
+                    dtype: torch.dtype | None = None, max_shard_bytes: int | None = None,
+                    state: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write config.json + safetensors (+ index) in the official layout; `state_dict()` names are official.
+    `state` replaces the model's state dict (training merges LoRA adapters into it first)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    state = {n: (t.to(dtype) if dtype else t).detach().contiguous().cpu() for n, t in model.state_dict().items()}
+    source = model.state_dict() if state is None else state
+    state = {n: (t.to(dtype) if dtype else t).detach().contiguous().cpu() for n, t in source.items()}
     shards = list(_split(state, max_shard_bytes))
     weight_map: dict[str, str] = {}
     for i, shard in enumerate(shards, start=1):

@@ -1,0 +1,112 @@
+"""How well a model reads: CER and block boxes on held-out synthetic pages, CER on the real digital documents
+with ground truth in ../shared/data, and seconds per page on this machine (gundam views against base views,
+the baseline, in the same run).
+
+    python benchmarks/accuracy.py --model DIR [--pages 32] [--shared ../shared/data] [--device cpu] [--json F]
+
+The synthetic pages are the ones `dsocr train` holds out for its own evaluation (seeds 500,000,000 + i of the
+run's seed), so they were never trained on. Real documents are rendered at 144 DPI, read with the markdown
+prompt, and compared with their ground-truth Markdown after removing the markup both sides may differ in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from dsocr.api import OCR
+from dsocr.generation.params import SamplingParams
+from dsocr.pipeline.sources import RenderSettings, open_source
+from dsocr.training.data import Example
+from dsocr.training.evaluate import cer, evaluate
+from dsocr.training.synthetic import generate_page
+
+
+def held_out(n: int, seed: int, prompt: str) -> list[Example]:
+    pages = [generate_page(seed * 10**9 + 500_000_000 + i) for i in range(n)]
+    return [Example(p.image, prompt, p.grounding_target() if prompt == "markdown" else p.plain_target())
+            for p in pages]
+
+
+def plain(markdown: str) -> str:
+    """Text without Markdown/HTML markup, whitespace collapsed: what both sides must agree on."""
+    text = re.sub(r"<[^>]+>", " ", markdown)
+    text = re.sub(r"[#*_`|>\-]+", " ", text)
+    return " ".join(text.split())
+
+
+def real_documents(ocr: OCR, shared: Path, max_tokens: int) -> list[dict]:
+    rows = []
+    for line in (shared / "index.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        gt = [g for g in entry.get("gt", []) if g["file"].endswith(".md")]
+        if entry["kind"] not in ("text", "multicolumn") or not gt:
+            continue
+        folder = shared / entry["dir"]
+        source = folder / entry["inputs"][0]["file"]
+        reference = plain((folder / gt[0]["file"]).read_text(encoding="utf-8"))
+        predicted, seconds = [], 0.0
+        document = open_source(source, render=RenderSettings(dpi=144))
+        try:
+            for index in range(document.num_pages):
+                image = document.render(index).image
+                start = time.perf_counter()
+                result = ocr.ocr(image, "markdown", sampling=SamplingParams(max_new_tokens=max_tokens))
+                seconds += time.perf_counter() - start
+                predicted.append(result.markdown)
+        finally:
+            document.close()
+        rows.append({"document": entry["id"], "pages": len(predicted), "cer": cer(plain("\n".join(predicted)),
+                     reference), "seconds_per_page": seconds / max(1, len(predicted)), "gt": entry["gt_quality"]})
+    return rows
+
+
+def speed(ocr: OCR, mode: str, pages: int, max_tokens: int) -> float:
+    """Seconds per typical synthetic page, OCR'd alone as a user would."""
+    start = time.perf_counter()
+    for i in range(pages):
+        ocr.ocr(generate_page(7_000 + i).image, "markdown", mode=mode,
+                sampling=SamplingParams(max_new_tokens=max_tokens))
+    return (time.perf_counter() - start) / pages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--pages", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0, help="the training run's seed (its held-out pages)")
+    parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-tokens", type=int, default=2048)
+    parser.add_argument("--speed-pages", type=int, default=4)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    ocr = OCR.from_pretrained(args.model, device=args.device)
+    report: dict = {"model": args.model, "device": str(ocr.model.device)}
+    for prompt in ("markdown", "free"):
+        result = evaluate(ocr, held_out(args.pages, args.seed, prompt), max_new_tokens=args.max_tokens)
+        report[f"synthetic_{prompt}"] = result.to_dict()
+        print(f"held-out synthetic pages, {prompt}: {result.pages} pages, CER {100 * result.cer:.2f}%"
+              + (f", blocks found (IoU >= 0.7) {100 * result.boxes_found:.1f}%" if prompt == "markdown" else ""),
+              flush=True)
+    if args.shared.exists():
+        report["real"] = real_documents(ocr, args.shared, args.max_tokens)
+        for row in report["real"]:
+            print(f"real: {row['document']:<40} {row['pages']:>2} pages  CER {100 * row['cer']:6.2f}%  "
+                  f"{row['seconds_per_page']:.2f} s/page  ({row['gt'].split(' ')[0]} ground truth)", flush=True)
+    base, gundam = (speed(ocr, mode, args.speed_pages, args.max_tokens) for mode in ("base", "gundam"))
+    report["seconds_per_page"] = {"base": base, "gundam": gundam}
+    print(f"speed on {report['device']} ({torch.get_num_threads()} threads): gundam {gundam:.2f} s/page, "
+          f"base {base:.2f} s/page (baseline), ratio {gundam / base:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training: synthetic documents, tokenizer training, the training loop behind `dsocr train`."""

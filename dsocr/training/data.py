@@ -1,0 +1,173 @@
+"""Training examples: (image, prompt, target text) from synthetic pages or from the user's own data, turned into
+padded batches for the model.
+
+Must not touch the model or the optimizer. Examples are made in DataLoader worker processes (rendering and
+resizing are the CPU's work), deterministic by (seed, index), so a resumed run sees the same data.
+
+User data is a folder (each image with a same-named .md or .txt target) or a JSONL file with lines
+`{"image": "path/relative/to/the/file.png", "text": "target", "prompt": "free"}` (prompt optional).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from dsocr.errors import ConfigError, InputError
+from dsocr.processing.image import ProcessingConfig, load_image, preprocess_image
+from dsocr.processing.prompts import resolve_prompt
+from dsocr.processing.tokenizer import Tokenizer
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IGNORE = -100  # label of positions that carry no loss (prompt, image, padding)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    image: Image.Image
+    prompt: str  # a preset name or custom text (dsocr.processing.prompts)
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One example ready for a batch: its views and its token ids."""
+
+    global_pixels: torch.Tensor  # (3, B, B) uint8
+    crop_pixels: torch.Tensor  # (K, 3, T, T) uint8
+    input_ids: list[int]  # prompt (image tokens expanded) + target + EOS
+    prompt_length: int  # the loss starts here
+
+
+def encode(example: Example, tokenizer: Tokenizer, processing: ProcessingConfig, max_target_tokens: int) -> Encoded:
+    inputs = preprocess_image(example.image, processing)
+    prompt_ids = tokenizer.encode_prompt(resolve_prompt(example.prompt), [inputs.num_image_tokens])
+    target_ids = tokenizer.encode(example.target)[:max_target_tokens] + [tokenizer.eos_id]
+    return Encoded(inputs.global_pixels, inputs.crop_pixels, prompt_ids + target_ids, len(prompt_ids))
+
+
+@dataclass
+class Batch:
+    global_views: torch.Tensor  # (N, 3, B, B) uint8
+    crops: torch.Tensor  # (sum K, 3, T, T) uint8
+    num_crops: list[int]
+    input_ids: torch.Tensor  # (N, L) right-padded
+    labels: torch.Tensor  # (N, L): the next token at each position, IGNORE where there is no loss
+    num_target_tokens: int
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.global_views.to(device), self.crops.to(device), self.num_crops,
+                     self.input_ids.to(device), self.labels.to(device), self.num_target_tokens)
+
+
+def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
+    length = max(len(e.input_ids) for e in items)
+    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE, dtype=torch.long)
+    for i, e in enumerate(items):
+        row = torch.tensor(e.input_ids)
+        ids[i, : len(row)] = row
+        # Position p predicts token p+1: the loss covers the target tokens (and EOS) only.
+        labels[i, e.prompt_length - 1: len(row) - 1] = row[e.prompt_length:]
+    crops = [e.crop_pixels for e in items]
+    return Batch(torch.stack([e.global_pixels for e in items]), torch.cat(crops), [c.shape[0] for c in crops],
+                 ids, labels, int((labels != IGNORE).sum()))
+
+
+class SyntheticExamples(IterableDataset):
+    """An endless stream of synthetic pages: example i of the run is page `seed * 10^9 + i`; each DataLoader
+    worker takes every n-th index, so the stream does not depend on the number of workers."""
+
+    def __init__(self, seed: int, prompts: Sequence[str], start: int = 0) -> None:
+        self.seed, self.prompts, self.start = seed, tuple(prompts), start
+
+    def __iter__(self) -> Iterator[Example]:
+        from dsocr.training.synthetic import generate_page
+
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        index = self.start + worker
+        while True:
+            page = generate_page(self.seed * 10**9 + index)
+            prompt = self.prompts[index % len(self.prompts)]
+            target = page.grounding_target() if "grounding" in resolve_prompt(prompt) else page.plain_target()
+            yield Example(page.image, prompt, target)
+            index += workers
+
+
+class EncodedStream(IterableDataset):
+    """Examples encoded in the worker that made them."""
+
+    def __init__(self, examples: IterableDataset | Dataset, tokenizer: Tokenizer, processing: ProcessingConfig,
+                 max_target_tokens: int) -> None:
+        self.examples, self.tokenizer, self.processing = examples, tokenizer, processing
+        self.max_target_tokens = max_target_tokens
+
+    def __iter__(self) -> Iterator[Encoded]:
+        for example in self.examples:
+            yield encode(example, self.tokenizer, self.processing, self.max_target_tokens)
+
+
+class UserExamples(IterableDataset):
+    """The user's (image, text) pairs, cycled in a seeded order; `split` keeps the training or the held-out part
+    (an example is held out when the hash of its image path falls in the first `eval_fraction`)."""
+
+    def __init__(self, pairs: Sequence[tuple[Path, str, str]], seed: int, *, start: int = 0) -> None:
+        if not pairs:
+            raise ConfigError("no training examples")
+        self.pairs, self.seed, self.start = list(pairs), seed, start
+
+    def __iter__(self) -> Iterator[Example]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        index = self.start + worker
+        while True:
+            epoch, i = divmod(index, len(self.pairs))
+            order = torch.randperm(len(self.pairs), generator=torch.Generator().manual_seed(self.seed + epoch))
+            path, prompt, text = self.pairs[int(order[i])]
+            yield Example(load_image(path), prompt, text)
+            index += workers
+
+
+def read_pairs(source: str | Path, default_prompt: str = "markdown") -> list[tuple[Path, str, str]]:
+    """(image path, prompt, target) from a folder or a JSONL file; a clear error for what is missing."""
+    source = Path(source)
+    if source.is_dir():
+        pairs = []
+        for image in sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            target = next((image.with_suffix(s) for s in (".md", ".txt") if image.with_suffix(s).exists()), None)
+            if target is None:
+                raise InputError(f"{image}: no {image.stem}.md or {image.stem}.txt target next to it")
+            pairs.append((image, default_prompt, target.read_text(encoding="utf-8")))
+        return pairs
+    if source.suffix == ".jsonl" and source.is_file():
+        pairs = []
+        for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                image = source.parent / record["image"]
+                pairs.append((image, record.get("prompt", default_prompt), str(record["text"])))
+            except (ValueError, KeyError, TypeError) as e:
+                raise InputError(f"{source}:{n}: expected {{\"image\": ..., \"text\": ...}} ({e})") from None
+            if not image.exists():
+                raise InputError(f"{source}:{n}: image {image} not found")
+        return pairs
+    raise InputError(f"{source}: training data must be a folder of images with .md/.txt targets or a .jsonl file")
+
+
+def split_pairs(pairs: Sequence[tuple[Path, str, str]], eval_fraction: float) -> tuple[list, list]:
+    """(train, held out), stable across runs and machines (CRC32 of the file name)."""
+    held = [p for p in pairs if zlib.crc32(p[0].name.encode()) % 1000 < eval_fraction * 1000]
+    train = [p for p in pairs if p not in held]
+    if not train:
+        raise ConfigError("every example fell into the held-out split; add data or lower eval_fraction")
+    return train, held

@@ -1,0 +1,323 @@
+"""The training loop behind `dsocr train`: from scratch (small configs, our own tokenizer) or fine-tuning a
+checkpoint (LoRA or full), on synthetic pages or the user's (image, text) pairs.
+
+Must write checkpoints in the official layout (the output folder loads with `--model`), atomically, and resume
+exactly from `trainer_state.pt`. AdamW, linear warmup then cosine decay to 10%, gradient clipping, loss on the
+target tokens only, bf16 autocast on CUDA (float32 master weights), float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dsocr.api import OCR, resolve_device
+from dsocr.errors import ConfigError
+from dsocr.hub import resolve_model_dir
+from dsocr.model.config import (
+    DeepseekOCR2Config,
+    EncoderConfig,
+    LanguageConfig,
+    ProjectorConfig,
+    SamConfig,
+)
+from dsocr.model.ocr import DeepseekOCR2ForCausalLM
+from dsocr.model.weights import build_model, load_model, save_checkpoint
+from dsocr.processing.image import normalize as normalize_pixels
+from dsocr.processing.image import processing_config_for_mode
+from dsocr.processing.prompts import resolve_prompt
+from dsocr.processing.tokenizer import Tokenizer
+from dsocr.training.data import (
+    IGNORE,
+    Batch,
+    EncodedStream,
+    Example,
+    SyntheticExamples,
+    UserExamples,
+    collate,
+    read_pairs,
+    split_pairs,
+)
+from dsocr.training.evaluate import evaluate
+from dsocr.training.lora import add_lora, merged_state_dict
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+LOG_FILE = "train_log.jsonl"
+SHARD_BYTES = 16 << 20  # shards small enough to travel through the GPU machine's file channel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    output_dir: Path
+    model: str | None = None  # fine-tune this checkpoint; None = from scratch with `preset`
+    preset: str = "embedded"  # from scratch: "embedded" (~20M parameters) or "tiny" (tests)
+    data: str | None = None  # folder or JSONL of (image, text) pairs; None = synthetic pages
+    prompts: tuple[str, ...] = ("markdown", "free")  # synthetic pages: grounding and plain targets, alternating
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    lora_rank: int = 0  # > 0: LoRA on the decoder's and the flow encoder's attention projections, the rest frozen
+    freeze_vision: bool = False  # full fine-tuning of the decoder only
+    mode: str = "gundam"  # the views the model is trained on (dsocr.processing.image modes)
+    max_target_tokens: int = 1536
+    vocab_size: int = 8192  # from scratch: the BPE tokenizer trained first...
+    tokenizer_pages: int = 200  # ... on the corpus plus the targets of this many synthetic pages
+    eval_every: int = 250
+    eval_pages: int = 16
+    eval_fraction: float = 0.05  # user data: the held-out share
+    eval_max_tokens: int = 2048
+    save_every: int = 250
+    log_every: int = 10
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("steps and batch size must be >= 1 and the learning rate > 0")
+        if self.model is None and self.preset not in PRESETS:
+            raise ConfigError(f"preset: {self.preset!r} is not one of {', '.join(PRESETS)}")
+
+
+def embedded_config(vocab_size: int) -> DeepseekOCR2Config:
+    """Our small model: the same architecture at ~20M parameters (the bf16 weights under 50 MB)."""
+    return DeepseekOCR2Config(
+        language=LanguageConfig(
+            vocab_size=vocab_size, hidden_size=256, intermediate_size=1024, moe_intermediate_size=256,
+            num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8,
+            n_shared_experts=1, num_experts_per_tok=2, first_k_dense_replace=1, max_position_embeddings=4096,
+        ),
+        sam=SamConfig(image_size=640, patch_size=16, width=192, depth=6, num_heads=3, mlp_dim=768, window_size=10,
+                      global_attn_indexes=(2, 5), neck_channels=128, downsample_channels=(192, 256)),
+        encoder=EncoderConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                              intermediate_size=768),
+        projector=ProjectorConfig(input_dim=256, n_embed=256),
+        base_size=640, crop_size=512, torch_dtype="bfloat16",
+    )
+
+
+def tiny_config(vocab_size: int) -> DeepseekOCR2Config:
+    from dsocr.testing.fixtures import tiny_config as tiny
+
+    return tiny(vocab_size=vocab_size)
+
+
+PRESETS: dict[str, Callable[[int], DeepseekOCR2Config]] = {"embedded": embedded_config, "tiny": tiny_config}
+
+
+def init_weights(model: nn.Module, seed: int) -> None:
+    """From-scratch initialisation: N(0, 0.02) matrices and embeddings, zero biases, unit norms."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and ("norm" in name or name.endswith(".weight") and "neck" in name):
+                p.fill_(1.0)
+            elif p.dim() == 1:
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen, device=p.device) * 0.02)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup, then cosine from 1 to 0.1 at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def compute_loss(model: DeepseekOCR2ForCausalLM, batch: Batch, image_id: int) -> torch.Tensor:
+    """Mean cross-entropy of the target tokens; logits only where there is a loss (the vocabulary is large)."""
+    dtype = model.lm_head.weight.dtype
+    embeds = model.model.embed_images(normalize_pixels(batch.global_views).to(dtype),
+                                      normalize_pixels(batch.crops).to(dtype), batch.num_crops)
+    inputs = model.model.embed_inputs(batch.input_ids, batch.input_ids == image_id, embeds)
+    t = batch.input_ids.shape[1]
+    positions = torch.arange(t, device=inputs.device)[None].expand(batch.input_ids.shape[0], t)
+    causal = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()[None, None]
+    hidden = model.model.decode(inputs, positions, causal)  # right padding: no row attends to its padding
+    selected = batch.labels != IGNORE
+    logits = model.lm_head(hidden[selected]).float()
+    return F.cross_entropy(logits, batch.labels[selected])
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, on_log: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config = config
+        self.on_log = on_log or (lambda record: None)
+        self.device = resolve_device(config.device)
+        self.out = Path(config.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model, self.tokenizer = self._model_and_tokenizer()
+        self.step = 0
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("nothing to train: every parameter is frozen")
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}],
+                                           lr=config.lr, betas=(0.9, 0.95))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, partial(lr_factor, warmup=config.warmup_steps, total=config.steps))
+        self._resume()
+        self.processing = processing_config_for_mode(config.mode, base_size=self.model.config.base_size,
+                                                     crop_size=self.model.config.crop_size)
+        self.held_out = self._held_out()
+
+    # --- setup -------------------------------------------------------------------------------------------
+    def _model_and_tokenizer(self) -> tuple[DeepseekOCR2ForCausalLM, Tokenizer]:
+        cfg = self.config
+        if cfg.model is not None:
+            model_dir = resolve_model_dir(cfg.model)
+            model = load_model(model_dir, device=self.device, dtype=torch.float32)
+            tokenizer = Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
+            (self.out / "tokenizer.json").write_bytes((Path(model_dir) / "tokenizer.json").read_bytes())
+        else:
+            tokenizer = self._scratch_tokenizer()
+            model = build_model(PRESETS[cfg.preset](tokenizer.vocab_size), device=self.device)
+            init_weights(model, cfg.seed)
+        model.train()
+        if cfg.lora_rank:
+            wrapped = add_lora(model, cfg.lora_rank)
+            logger.info("LoRA rank %d on %d projections", cfg.lora_rank, len(wrapped))
+        elif cfg.freeze_vision:
+            for part in (model.model.sam_model, model.model.qwen2_model):
+                part.requires_grad_(False)
+        return model, tokenizer
+
+    def _scratch_tokenizer(self) -> Tokenizer:
+        path = self.out / "tokenizer.json"
+        if not path.exists():
+            from dsocr.training.synthetic import generate_page
+            from dsocr.training.tokenizer import train_tokenizer, training_text
+
+            samples = [generate_page(self.config.seed * 10**9 + 900_000_000 + i) for i in range(self.config.tokenizer_pages)]
+            extra = [t for page in samples for t in (page.grounding_target(), page.plain_target())]
+            train_tokenizer(training_text(extra), path, vocab_size=self.config.vocab_size)
+        return Tokenizer.from_file(path)
+
+    def _resume(self) -> None:
+        path = self.out / STATE_FILE
+        if not path.exists():
+            return
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state["config"].get("preset") != self.config.preset or state["config"].get("model") != self.config.model:
+            raise ConfigError(f"{path} belongs to another run (model/preset differ); use a new output folder")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        logger.info("resumed at step %d", self.step)
+
+    def _held_out(self) -> list[Example]:
+        cfg = self.config
+        if cfg.data is None:
+            from dsocr.training.synthetic import generate_page
+
+            examples = []
+            for i in range(cfg.eval_pages):  # seeds far from the training stream's
+                page = generate_page(cfg.seed * 10**9 + 500_000_000 + i)
+                prompt = cfg.prompts[i % len(cfg.prompts)]
+                target = page.grounding_target() if "grounding" in resolve_prompt(prompt) else page.plain_target()
+                examples.append(Example(page.image, prompt, target))
+            return examples
+        from dsocr.processing.image import load_image
+
+        _, held = split_pairs(read_pairs(cfg.data), cfg.eval_fraction)
+        return [Example(load_image(path), prompt, text) for path, prompt, text in held[: cfg.eval_pages]]
+
+    def _batches(self) -> Iterator[Batch]:
+        cfg = self.config
+        start = self.step * cfg.batch_size  # a resumed run continues the same stream
+        if cfg.data is None:
+            examples = SyntheticExamples(cfg.seed, cfg.prompts, start=start)
+        else:
+            train_pairs, _ = split_pairs(read_pairs(cfg.data), cfg.eval_fraction)
+            examples = UserExamples(train_pairs, cfg.seed, start=start)
+        stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens)
+        loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                            collate_fn=partial(collate, pad_id=self.tokenizer.pad_id),
+                            persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers else None)
+        return iter(loader)
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def train(self) -> Path:
+        cfg = self.config
+        batches = self._batches()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _nothing()
+        start, tokens = time.perf_counter(), 0
+        while self.step < cfg.steps:
+            batch = next(batches).to(self.device)
+            with autocast:
+                loss = compute_loss(self.model, batch, self.tokenizer.image_id)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                  cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            tokens += batch.num_target_tokens
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                elapsed = time.perf_counter() - start
+                self._log({"step": self.step, "loss": round(loss.item(), 4), "grad_norm": round(norm.item(), 3),
+                           "lr": self.scheduler.get_last_lr()[0], "target_tokens_per_s": round(tokens / elapsed, 1),
+                           "elapsed_s": round(elapsed, 1)})
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                self._log({"step": self.step, **self.evaluate().to_dict()})
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+        return self.out
+
+    def evaluate(self):
+        self.model.eval()
+        try:
+            ocr = OCR(self.model, self.tokenizer, name=str(self.out), engine="reference")
+            return evaluate(ocr, self.held_out, max_new_tokens=self.config.eval_max_tokens)
+        finally:
+            self.model.train()
+
+    def save(self) -> None:
+        """The model in the official layout (adapters merged), then the state to resume from; each file is
+        written to a temporary name and renamed."""
+        save_checkpoint(self.model, self.out, dtype=torch.bfloat16, max_shard_bytes=SHARD_BYTES,
+                        state=merged_state_dict(self.model))  # bf16 like the official checkpoint
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "step": self.step,
+                 "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()}}
+        tmp = self.out / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.out / STATE_FILE)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with (self.out / LOG_FILE).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.on_log(record)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

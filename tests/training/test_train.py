@@ -1,0 +1,79 @@
+"""`dsocr train` on CPU with tiny configs: the loss goes down, checkpoints load with the normal loader and run
+through `dsocr ocr`, a run resumes where it stopped, LoRA fine-tuning keeps the official names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from dsocr.model.weights import load_model
+from dsocr.training.train import TrainConfig, Trainer
+
+pytestmark = pytest.mark.slow
+
+
+def _pairs(folder: Path) -> Path:
+    """Two tiny labelled images and their JSONL."""
+    lines = []
+    for i, text in enumerate(["Hello world", "Page two"]):
+        image = Image.new("RGB", (240, 160), "white")
+        ImageDraw.Draw(image).text((20, 60), text, fill="black")
+        image.save(folder / f"img{i}.png")
+        lines.append(json.dumps({"image": f"img{i}.png", "text": text, "prompt": "free"}))
+    (folder / "data.jsonl").write_text("\n".join(lines))
+    return folder / "data.jsonl"
+
+
+def _losses(out: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_training_from_scratch_lowers_the_loss_and_the_checkpoint_runs(tmp_path: Path) -> None:
+    data = _pairs(tmp_path)
+    out = tmp_path / "run"
+    config = TrainConfig(output_dir=out, preset="tiny", data=str(data), steps=40, batch_size=2, lr=3e-3,
+                         warmup_steps=5, vocab_size=400, tokenizer_pages=4, eval_fraction=0.0, eval_every=1000,
+                         save_every=1000, log_every=5, workers=0, mode="base", device="cpu")
+    Trainer(config).train()
+    losses = _losses(out)
+    assert losses[-1] < 0.5 * losses[0], losses
+    model = load_model(out)  # official layout, strict names
+    assert model.config.language.vocab_size <= 400
+    run = subprocess.run([sys.executable, "-m", "dsocr", "ocr", "--model", str(out), "--device", "cpu",
+                          "--prompt", "free", "--mode", "base", "--max-tokens", "8", str(tmp_path / "img0.png")],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_a_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+    data = _pairs(tmp_path)
+    out = tmp_path / "run"
+    common = {"output_dir": out, "preset": "tiny", "data": str(data), "batch_size": 2, "vocab_size": 400, "tokenizer_pages": 4,
+                  "eval_fraction": 0.0, "eval_every": 1000, "log_every": 1, "workers": 0, "mode": "base", "device": "cpu"}
+    Trainer(TrainConfig(steps=4, save_every=4, **common)).train()
+    resumed = Trainer(TrainConfig(steps=6, save_every=6, **common))
+    assert resumed.step == 4
+    resumed.train()
+    steps = [r["step"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_lora_fine_tuning_changes_only_the_adapted_projections(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    data = _pairs(tmp_path)
+    out = tmp_path / "lora"
+    trainer = Trainer(TrainConfig(output_dir=out, model=str(tiny_checkpoint), data=str(data), steps=3, batch_size=2,
+                                  lr=1e-2, lora_rank=4, eval_fraction=0.0, eval_every=1000, workers=0, mode="base",
+                                  device="cpu"))
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer.train()
+    base, tuned = load_model(tiny_checkpoint).state_dict(), load_model(out).state_dict()
+    assert list(base) == list(tuned)  # the official names, adapters merged
+    changed = {n for n in base if not torch.equal(base[n].to(torch.bfloat16), tuned[n].to(torch.bfloat16))}
+    assert changed and all(n.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "o_proj") for n in changed), changed
