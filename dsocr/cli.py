@@ -87,6 +87,7 @@ def ocr(images: Sequence[Path], model: str, prompt: str, mode: str, min_crops: i
         raw: bool, stream: bool, locate_text: str | None) -> None:
     """OCR IMAGES and print Markdown (or JSON) to stdout."""
     from dsocr.api import OCR
+    from dsocr.engine.engine import EngineConfig
     from dsocr.generation.params import SamplingParams
     from dsocr.processing.image import load_image
 
@@ -98,7 +99,9 @@ def ocr(images: Sequence[Path], model: str, prompt: str, mode: str, min_crops: i
         sampling = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                   seed=seed, ngram_size=ngram_size, ngram_window=ngram_window,
                                   no_repeat_ngram_size=no_repeat_ngram_size)
-        engine = OCR.from_pretrained(model, device=device, dtype=dtype, engine=engine_name)
+        # A few images: compiling the decode step (~30 s once per process) would cost more than it saves.
+        engine = OCR.from_pretrained(model, device=device, dtype=dtype, engine=engine_name,
+                                     engine_config=EngineConfig(compile=False))
         config = engine.processing_config(mode, min_crops=min_crops, max_crops=max_crops)
     except DsocrError as e:
         raise _CliError(str(e)) from e
