@@ -387,9 +387,11 @@ def serve(model: str, host: str, port: int, api_keys: Sequence[str], data_dir: P
               help="Processes making training examples.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--time-limit", type=float, default=None,
+              help="Minutes: save and stop when reached (rerun the command to go on).")
 def train(output_dir: Path, model: str | None, preset: str, data: str | None, steps: int, batch_size: int,
           lr: float, warmup_steps: int, lora_rank: int, freeze_vision: bool, mode: str, eval_every: int,
-          eval_pages: int, save_every: int, workers: int, seed: int, device: str) -> None:
+          eval_pages: int, save_every: int, workers: int, seed: int, device: str, time_limit: float | None) -> None:
     """Train a model (from scratch) or fine-tune one (LoRA or full) on (image, text) pairs.
 
     An existing run folder is resumed from its last saved step."""
@@ -399,7 +401,8 @@ def train(output_dir: Path, model: str | None, preset: str, data: str | None, st
         config = TrainConfig(output_dir=output_dir, model=model, preset=preset, data=data, steps=steps,
                              batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, lora_rank=lora_rank,
                              freeze_vision=freeze_vision, mode=mode, eval_every=eval_every, eval_pages=eval_pages,
-                             save_every=save_every, workers=workers, seed=seed, device=device)
+                             save_every=save_every, workers=workers, seed=seed, device=device,
+                             time_limit=time_limit)
         trainer = Trainer(config, on_log=lambda record: click.echo(json.dumps(record), err=True))
         trainer.train()
     except DsocrError as e:

@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ class TrainConfig:
     workers: int = 2
     seed: int = 0
     device: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
+    time_limit: float | None = None  # minutes: save and stop early (chunks that fit a leased machine's limits)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -266,7 +266,12 @@ class Trainer:
         batches = self._batches()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _nothing()
         start, tokens = time.perf_counter(), 0
+        deadline = start + 60 * cfg.time_limit if cfg.time_limit is not None else float("inf")
         while self.step < cfg.steps:
+            if time.perf_counter() > deadline:
+                self._log({"step": self.step, "stopped": "time limit", "elapsed_s": round(time.perf_counter() - start)})
+                self.save()
+                break
             batch = next(batches).to(self.device)
             with autocast:
                 loss = compute_loss(self.model, batch, self.tokenizer.image_id)

@@ -77,3 +77,15 @@ def test_lora_fine_tuning_changes_only_the_adapted_projections(tmp_path: Path, t
     assert list(base) == list(tuned)  # the official names, adapters merged
     changed = {n for n in base if not torch.equal(base[n].to(torch.bfloat16), tuned[n].to(torch.bfloat16))}
     assert changed and all(n.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "o_proj") for n in changed), changed
+
+
+def test_a_time_limit_saves_and_stops(tmp_path: Path) -> None:
+    data = _pairs(tmp_path)
+    out = tmp_path / "run"
+    trainer = Trainer(TrainConfig(output_dir=out, preset="tiny", data=str(data), steps=1000, batch_size=2,
+                                  vocab_size=400, tokenizer_pages=4, eval_fraction=0.0, workers=0, mode="base",
+                                  device="cpu", time_limit=0.0))
+    trainer.train()
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert records[-1]["stopped"] == "time limit" and trainer.step < 1000
+    assert (out / "trainer_state.pt").exists() and load_model(out) is not None
