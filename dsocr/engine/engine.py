@@ -265,8 +265,9 @@ class LLMEngine:
         """FIFO: the waiting requests that fit now (rows, prefill tokens, KV blocks); stops at the first
         that does not, so a big request is not overtaken forever."""
         taken, tokens, free = [], 0, self.allocator.num_free
+        rows = min(self.config.max_batch, self.runner.max_batch)  # the config may be lowered while running
         with self._lock:
-            while self._waiting and len(self.rows) + len(taken) < self.config.max_batch:
+            while self._waiting and len(self.rows) + len(taken) < rows:
                 r = self._waiting[0]
                 need = blocks_for(r.prompt_tokens + r.max_new)
                 if r.cancelled:
