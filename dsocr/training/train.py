@@ -165,6 +165,8 @@ class Trainer:
         self.config = config
         self.on_log = on_log or (lambda record: None)
         self.device = resolve_device(config.device)
+        if config.data is not None:
+            split_pairs(read_pairs(config.data), config.eval_fraction)  # bad data fails before any work
         self.out = Path(config.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tokenizer = self._model_and_tokenizer()
