@@ -35,6 +35,20 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+MODEL_HELP = ("Checkpoint directory or Hugging Face id. Default: $DSOCR_MODEL, else deepseek-ai/DeepSeek-OCR-2 "
+              "if it is in the local Hugging Face cache, else the embedded model.")
+
+
+def _model(model: str | None) -> str:
+    """The model to load (`dsocr.hub.choose_model`), saying so on stderr when dsocr chose it."""
+    from dsocr.hub import choose_model
+
+    choice = choose_model(model)
+    if choice.notice():
+        click.echo(choice.notice(), err=True)
+    return choice.model
+
+
 def _uses_fast_engine(engine_name: str, device: str) -> bool:
     if engine_name != "auto":
         return engine_name == "fast"
@@ -54,8 +68,7 @@ def engine_option(f):
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "-m", envvar="DSOCR_MODEL", default="deepseek-ai/DeepSeek-OCR-2", show_default=True,
-              help="Checkpoint directory or Hugging Face id (env DSOCR_MODEL).")
+@click.option("--model", "-m", default=None, help=MODEL_HELP)
 @click.option("--prompt", "-p", default="markdown", show_default=True,
               help="Preset (markdown, ocr, free, figure, describe, locate) or custom prompt text.")
 @click.option("--locate", "locate_text", default=None, help="Phrase to find with --prompt locate.")
@@ -81,7 +94,7 @@ def engine_option(f):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image per line (JSON Lines).")
 @click.option("--raw", is_flag=True, help="Print the raw model output (grounding tags kept), not Markdown.")
 @click.option("--stream", is_flag=True, help="Print raw output as it is generated (one image only).")
-def ocr(images: Sequence[Path], model: str, prompt: str, mode: str, min_crops: int | None, max_crops: int | None,
+def ocr(images: Sequence[Path], model: str | None, prompt: str, mode: str, min_crops: int | None, max_crops: int | None,
         device: str, dtype: str, engine_name: str, max_tokens: int, temperature: float, top_p: float, top_k: int, seed: int | None,
         ngram_size: int, ngram_window: int, no_repeat_ngram_size: int, batch_size: int, as_json: bool,
         raw: bool, stream: bool, locate_text: str | None) -> None:
@@ -100,7 +113,7 @@ def ocr(images: Sequence[Path], model: str, prompt: str, mode: str, min_crops: i
                                   seed=seed, ngram_size=ngram_size, ngram_window=ngram_window,
                                   no_repeat_ngram_size=no_repeat_ngram_size)
         # A few images: compiling the decode step (~30 s once per process) would cost more than it saves.
-        engine = OCR.from_pretrained(model, device=device, dtype=dtype, engine=engine_name,
+        engine = OCR.from_pretrained(_model(model), device=device, dtype=dtype, engine=engine_name,
                                      engine_config=EngineConfig(compile=False))
         config = engine.processing_config(mode, min_crops=min_crops, max_crops=max_crops)
     except DsocrError as e:
@@ -150,8 +163,7 @@ def _emit(path: Path, result, *, as_json: bool, raw: bool, streamed: bool, sever
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--output", "-o", "output_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder: OUT/<name>/<name>.md, .json, ... per document.")
-@click.option("--model", "-m", envvar="DSOCR_MODEL", default="deepseek-ai/DeepSeek-OCR-2", show_default=True,
-              help="Checkpoint directory or Hugging Face id (env DSOCR_MODEL).")
+@click.option("--model", "-m", default=None, help=MODEL_HELP)
 @click.option("--format", "formats", default="md,json", show_default=True,
               help="Comma-separated outputs: md, json, html, pdf (searchable PDF). JSON is always written.")
 @click.option("--pages", default=None, help="Page ranges, 1-based: 1-3,7,10-")
@@ -193,7 +205,7 @@ def _emit(path: Path, result, *, as_json: bool, raw: bool, streamed: bool, sever
 @click.option("--endpoint-key", envvar="DSOCR_API_KEY", default=None, help="Bearer key of the endpoint.")
 @click.option("--backend", type=click.Choice(["model", "stub"]), default="model", hidden=True,
               help="stub: no model, a fixed answer per page (pipeline benchmarks and demos).")
-def convert(inputs: Sequence[str], output_dir: Path, model: str, formats: str, pages: str | None,
+def convert(inputs: Sequence[str], output_dir: Path, model: str | None, formats: str, pages: str | None,
             password: str | None, dpi: float, prompt: str, mode: str, min_crops: int | None,
             max_crops: int | None, max_tokens: int, ngram_size: int, ngram_window: int, retries: int,
             batch_size: int | None, engine_name: str, workers: int, math: str, page_separator: str | None,
@@ -227,7 +239,7 @@ def convert(inputs: Sequence[str], output_dir: Path, model: str, formats: str, p
             converter = Converter(RemoteBackend(endpoint, model=endpoint_model, api_key=endpoint_key,
                                                 concurrency=batch_size), options)
         else:
-            converter = Converter.from_pretrained(model, device=device, dtype=dtype, engine=engine_name,
+            converter = Converter.from_pretrained(_model(model), device=device, dtype=dtype, engine=engine_name,
                                                   options=options)
     except DsocrError as e:
         raise _CliError(str(e)) from e
@@ -307,8 +319,7 @@ def _convert_all(converter, paths: Sequence[Path], output_dir: Path, *, overwrit
 
 
 @main.command()
-@click.option("--model", "-m", envvar="DSOCR_MODEL", default="deepseek-ai/DeepSeek-OCR-2", show_default=True,
-              help="Checkpoint directory or Hugging Face id (env DSOCR_MODEL).")
+@click.option("--model", "-m", default=None, help=MODEL_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--api-key", "api_keys", multiple=True, envvar="DSOCR_API_KEY",
@@ -331,7 +342,7 @@ def _convert_all(converter, paths: Sequence[Path], output_dir: Path, *, overwrit
               help="Seconds a synchronous request may take (504 after).")
 @click.option("--allow-image-host", "image_hosts", multiple=True,
               help="Allow remote image URLs from this host (repeatable); by default only data: URIs.")
-def serve(model: str, host: str, port: int, api_keys: Sequence[str], data_dir: Path, device: str, dtype: str,
+def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data_dir: Path, device: str, dtype: str,
           max_batch: int, max_queue: int, max_upload_mb: int, max_pages: int, max_tokens: int, timeout: float,
           image_hosts: Sequence[str], engine_name: str) -> None:
     """Serve the model over HTTP: OpenAI-compatible API, document jobs and a web page."""
@@ -344,6 +355,7 @@ def serve(model: str, host: str, port: int, api_keys: Sequence[str], data_dir: P
 
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
+        model = _model(model)
         fast = _uses_fast_engine(engine_name, device)
         max_batch = max_batch or (64 if fast else 8)
         ocr_model = OCR.from_pretrained(model, device=device, dtype=dtype, engine=engine_name,

@@ -18,6 +18,7 @@ from dsocr.errors import CheckpointError, CheckpointNotFoundError
 logger = logging.getLogger(__name__)
 
 OFFICIAL_MODEL_ID = "deepseek-ai/DeepSeek-OCR-2"
+EMBEDDED_DIR = Path(__file__).parent / "embedded"  # our small model, shipped inside the package (when trained)
 REQUIRED_FILES = ("config.json", "tokenizer.json")
 INDEX_FILE = "model.safetensors.index.json"
 # Only what we load: configs, tokenizer, weights. Never the repository's remote Python code.
@@ -83,6 +84,39 @@ def resolve_model_dir(model: str | os.PathLike[str], *, revision: str | None = N
             f"model {text!r} is neither an existing directory nor a hub id of the form owner/name "
             f"(e.g. {OFFICIAL_MODEL_ID})")
     return _resolve_hub_id(text, revision, HubSettings.from_env(cache_dir=cache_dir, offline=offline))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    model: str  # what `resolve_model_dir` is given
+    source: str  # "--model", "DSOCR_MODEL", "cache" (the official model, cached), "embedded", "default"
+
+    def notice(self) -> str | None:
+        """The line a command prints when it chose the model itself, else None."""
+        if self.source == "embedded":
+            return (f"dsocr: using the embedded model ({self.model}), which reads clean printed documents; for the "
+                    f"official model: huggingface-cli download {OFFICIAL_MODEL_ID} (or --model DIR)")
+        if self.source == "cache":
+            return f"dsocr: using {OFFICIAL_MODEL_ID} from the Hugging Face cache"
+        return None
+
+
+def choose_model(explicit: str | os.PathLike[str] | None = None, *, cache_dir: str | os.PathLike[str] | None = None,
+                 embedded_dir: Path | None = None) -> ModelChoice:
+    """Which model a command uses: `--model`, then DSOCR_MODEL, then the official model if it is in the local
+    Hugging Face cache, then the embedded model; never the network. With none of them, the official id (which
+    `resolve_model_dir` downloads when online, or explains how to get when offline)."""
+    if explicit is not None and os.fspath(explicit).strip():
+        return ModelChoice(os.fspath(explicit), "--model")
+    if os.environ.get("DSOCR_MODEL", "").strip():
+        return ModelChoice(os.environ["DSOCR_MODEL"].strip(), "DSOCR_MODEL")
+    cached = _cached_snapshot(OFFICIAL_MODEL_ID, None, HubSettings.from_env(cache_dir=cache_dir, offline=True))
+    if cached is not None and not _missing_files(cached):
+        return ModelChoice(OFFICIAL_MODEL_ID, "cache")
+    embedded = embedded_dir or EMBEDDED_DIR
+    if embedded.is_dir() and not _missing_files(embedded):
+        return ModelChoice(str(embedded), "embedded")
+    return ModelChoice(OFFICIAL_MODEL_ID, "default")
 
 
 def _looks_like_path(text: str) -> bool:

@@ -242,3 +242,31 @@ def test_index_without_weight_map_or_with_escaping_shard_names_is_a_checkpoint_e
 def test_directory_without_weights_has_no_checkpoint_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointNotFoundError, match="safetensors"):
         list_checkpoint_files(tmp_path)
+
+
+# which model a command uses when --model is not given
+
+
+def test_model_choice_order_is_flag_env_cache_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsocr.hub import OFFICIAL_MODEL_ID, choose_model
+
+    monkeypatch.delenv("DSOCR_MODEL", raising=False)
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    embedded = write_checkpoint_files(tmp_path / "embedded")
+    nothing = tmp_path / "no-embedded"
+    # nothing anywhere: the official id, which resolve_model_dir downloads or explains
+    assert choose_model(None, cache_dir=cache, embedded_dir=nothing).source == "default"
+    # the embedded model, with a line saying how to get the official one
+    choice = choose_model(None, cache_dir=cache, embedded_dir=embedded)
+    assert (choice.source, choice.model) == ("embedded", str(embedded))
+    assert "huggingface-cli download " + OFFICIAL_MODEL_ID in choice.notice()
+    # the official model in the cache wins over the embedded one
+    write_hf_cache(cache, OFFICIAL_MODEL_ID)
+    choice = choose_model(None, cache_dir=cache, embedded_dir=embedded)
+    assert (choice.source, choice.model) == ("cache", OFFICIAL_MODEL_ID) and "cache" in choice.notice()
+    # DSOCR_MODEL wins over both, and --model over everything, silently
+    monkeypatch.setenv("DSOCR_MODEL", "/some/dir")
+    assert choose_model(None, cache_dir=cache, embedded_dir=embedded).model == "/some/dir"
+    choice = choose_model("other/model", cache_dir=cache, embedded_dir=embedded)
+    assert (choice.source, choice.model, choice.notice()) == ("--model", "other/model", None)
