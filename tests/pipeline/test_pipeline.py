@@ -317,7 +317,9 @@ print(json.dumps({"pages": len(doc.pages), "first_half_peak": max(rss[:half]), "
 
 def test_memory_stays_flat_over_a_long_pdf(tmp_path):
     """160 pages in a fresh process: the peak resident memory of the second half of the document is within
-    40 MiB of the first half's (each page in flight holds ~19 MiB of pixels, so keeping pages would show)."""
+    100 MiB of the first half's. Each page holds ~19 MiB of pixels: keeping even 6 of the 80 pages would show,
+    while one or two more pages in flight at the peak (worker timing, allocator caches: seen at 48 MiB on a
+    CI run) do not fail it."""
     pytest.importorskip("psutil")
     pdf = make_pdf(tmp_path / "long.pdf", [(612, 792)] * 160)
     proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(pdf), str(tmp_path / "out")],
@@ -325,4 +327,4 @@ def test_memory_stays_flat_over_a_long_pdf(tmp_path):
     result = json.loads(proc.stdout)
     assert result["pages"] == 160
     growth = result["second_half_peak"] - result["first_half_peak"]
-    assert growth < 40 * 2**20, f"peak RSS grew by {growth / 2**20:.1f} MiB from the first 80 pages to the last 80"
+    assert growth < 100 * 2**20, f"peak RSS grew by {growth / 2**20:.1f} MiB from the first 80 pages to the last 80"
