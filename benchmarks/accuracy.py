@@ -22,15 +22,14 @@ import torch
 from dsocr.api import OCR
 from dsocr.generation.params import SamplingParams
 from dsocr.pipeline.sources import RenderSettings, open_source
-from dsocr.training.data import Example
+from dsocr.training.data import Example, synthetic_example
 from dsocr.training.evaluate import cer, evaluate
 from dsocr.training.synthetic import generate_page
+from dsocr.training.train import held_out_seed
 
 
 def held_out(n: int, seed: int, prompt: str) -> list[Example]:
-    pages = [generate_page(seed * 10**9 + 500_000_000 + i) for i in range(n)]
-    return [Example(p.image, prompt, p.grounding_target() if prompt == "markdown" else p.plain_target())
-            for p in pages]
+    return [synthetic_example(held_out_seed(seed, i), prompt) for i in range(n)]
 
 
 def plain(markdown: str) -> str:

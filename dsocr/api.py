@@ -105,6 +105,15 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 ENGINES = ("auto", "fast", "reference")
 
 
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """"fast" or "reference": auto is fast on CUDA, the reference loop on CPU (where the engine gains nothing)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "fast" if device.type == "cuda" else "reference"
+    return engine
+
+
 class OCR:
     """A loaded model with its tokenizer. Thread-compatible, not thread-safe: one call at a time.
 
@@ -114,12 +123,10 @@ class OCR:
 
     def __init__(self, model: DeepseekOCR2ForCausalLM, tokenizer: Tokenizer, *, name: str = "",
                  engine: str = "auto", engine_config: EngineConfig | None = None) -> None:
-        if engine not in ENGINES:
-            raise ConfigError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
-        self.engine_mode = engine if engine != "auto" else ("fast" if model.device.type == "cuda" else "reference")
+        self.engine_mode = resolve_engine(engine, model.device)
         self.engine_config = engine_config
         self._engine: LLMEngine | None = None
 

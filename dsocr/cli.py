@@ -50,11 +50,9 @@ def _model(model: str | None) -> str:
 
 
 def _uses_fast_engine(engine_name: str, device: str) -> bool:
-    if engine_name != "auto":
-        return engine_name == "fast"
-    from dsocr.api import resolve_device
+    from dsocr.api import resolve_device, resolve_engine
 
-    return resolve_device(device).type == "cuda"
+    return resolve_engine(engine_name, resolve_device(device)) == "fast"
 
 
 def engine_option(f):

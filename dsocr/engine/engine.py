@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from dsocr.engine.kv_cache import BlockAllocator, PagedKVCache, PrefillBatch, blocks_for
+from dsocr.engine.kv_cache import BLOCK_SIZE, BlockAllocator, PagedKVCache, PrefillBatch, blocks_for
 from dsocr.engine.moe import use_grouped_experts
 from dsocr.engine.runner import GuardConfig, ModelRunner, StepOutput
 from dsocr.errors import GenerationError
@@ -144,7 +144,7 @@ class LLMEngine:
 
     def _num_blocks(self) -> int:
         lang = self.model.config.language
-        per_block = PagedKVCache.bytes_per_block(lang, 64, self.model.dtype)
+        per_block = PagedKVCache.bytes_per_block(lang, BLOCK_SIZE, self.model.dtype)
         most_useful = self.config.max_batch * blocks_for(self.context_limit) + 1
         if self.config.kv_cache_tokens is not None or self.device.type != "cuda":
             return min(blocks_for(self.config.kv_cache_tokens or CPU_CACHE_TOKENS) + 1, most_useful)
@@ -175,7 +175,7 @@ class LLMEngine:
         scratch = PagedKVCache(cfg.language, 2, dtype=dtype, device=device)
         embeds = torch.zeros(1, t, cfg.language.hidden_size, dtype=dtype, device=device)
         positions = torch.arange(t, device=device)
-        batch = PrefillBatch(scratch, torch.zeros(t, dtype=torch.int64, device=device), positions % 64, [(0, t)])
+        batch = PrefillBatch(scratch, torch.zeros(t, dtype=torch.int64, device=device), positions % BLOCK_SIZE, [(0, t)])
         self.model.lm_head(self.model.model.decode(embeds, positions[None], None, batch)[:, -1]).float()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
@@ -203,7 +203,7 @@ class LLMEngine:
         request.max_new = min(request.params.max_new_tokens, self.context_limit - n)
         if blocks_for(n + request.max_new) > self.allocator.capacity:
             raise GenerationError(f"a request of {n} + {request.max_new} tokens needs more KV cache than the "
-                                  f"engine has ({self.allocator.capacity * 64} tokens)")
+                                  f"engine has ({self.allocator.capacity * BLOCK_SIZE} tokens)")
         if request.params.seed is not None and not request.params.is_greedy:
             request.generator = torch.Generator(device=self.device).manual_seed(request.params.seed)
         request.submitted_at = time.perf_counter()
@@ -350,7 +350,9 @@ class LLMEngine:
     def _decode(self) -> None:
         n = len(self.rows)
         greedy = all(r.params.is_greedy for r in self.rows)
-        bound = max(r.prompt_tokens + len(r.token_ids) for r in self.rows) + 3  # host lags one step
+        bound = None  # the gathered attention reads only up to a host bound; graphs need no bound
+        if not self.runner.use_graphs:
+            bound = max(r.prompt_tokens + len(r.token_ids) for r in self.rows) + 3  # host lags one step
         bucket = self.runner.decode(n, greedy=greedy, max_length=bound)
         if not greedy:
             self.runner.commit(n, self._sample(self.runner.logits[:n], self.rows))
@@ -373,12 +375,8 @@ class LLMEngine:
                 continue
             r.token_ids.append(token)
             self.stats.generated_tokens += 1
-            if r.on_token is not None:
-                try:
-                    r.on_token(token)
-                except Exception:
-                    logger.exception("on_token callback failed; the request goes on without it")
-                    r.on_token = None
+            if r.on_token is not None and not _notify(r.on_token, token):
+                r.on_token = None  # the request goes on without its consumer
             if looping:
                 self._finish(r, FINISH_REPETITION)
             elif len(r.token_ids) >= r.max_new:
@@ -396,10 +394,7 @@ class LLMEngine:
         r.blocks = []
         self.stats.finished += 1
         if r.on_finish is not None:
-            try:
-                r.on_finish(r)
-            except Exception:
-                logger.exception("on_finish callback failed")
+            _notify(r.on_finish, r)
 
     def _compact(self) -> None:
         """Fill the rows of finished requests with the last running ones, so rows 0..n-1 stay dense."""
@@ -414,3 +409,13 @@ class LLMEngine:
                 self.rows.pop()
             else:
                 i += 1
+
+
+def _notify(callback: Callable[[Any], None], value: Any) -> bool:
+    """Call a request's callback; a failing consumer is logged and must not stop the batch."""
+    try:
+        callback(value)
+    except Exception:
+        logger.exception("request callback %r failed", callback)
+        return False
+    return True

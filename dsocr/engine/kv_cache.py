@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from dsocr.model.config import LanguageConfig
+from dsocr.model.decoder import sdpa
 
 BLOCK_SIZE = 64  # tokens per block: one (64, head_dim) tile per head, what the decode kernel loads at once
 
@@ -88,11 +88,8 @@ class PrefillBatch:
                mask: torch.Tensor | None, start: int) -> torch.Tensor:
         """q (1, H, T, D), k/v (1, H_kv, T, D) -> (1, H, T, D)."""
         self.cache.write(layer, self.blocks, self.offsets, k[0].transpose(0, 1), v[0].transpose(0, 1))
-        groups = q.shape[1] // k.shape[1]
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         # One causal SDPA per prompt (flash kernel on CUDA); a block-diagonal mask would disable it.
-        return torch.cat([F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True)
+        return torch.cat([sdpa(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], None, causal=True)
                           for s, e in self.segments], dim=2)
 
 
@@ -131,7 +128,4 @@ def gathered_decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch
     k = keys[table].permute(0, 2, 1, 3, 4).reshape(b, h_kv, n * block_size, d)
     v = values[table].permute(0, 2, 1, 3, 4).reshape(b, h_kv, n * block_size, d)
     valid = torch.arange(n * block_size, device=q.device)[None] < lengths.clamp(min=1)[:, None].long()
-    groups = q.shape[1] // h_kv
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, None, None])
+    return sdpa(q, k, v, valid[:, None, None])

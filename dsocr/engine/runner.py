@@ -23,7 +23,7 @@ import torch
 
 from dsocr.engine.guard import push_history, update_loop_runs, windowed_ngram_bans
 from dsocr.engine.kv_cache import DecodeBatch, PagedKVCache, PrefillBatch, blocks_for
-from dsocr.generation.repetition import EARLY_STOP_SPAN, MAX_PERIOD
+from dsocr.generation.repetition import MAX_PERIOD, loop_span
 from dsocr.model.decoder import DeepseekV2DecoderLayer
 from dsocr.model.layers import rotary_cos_sin
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
@@ -103,7 +103,7 @@ class ModelRunner:
         self.block_tables = torch.zeros(r, self.max_blocks, dtype=torch.int32, device=d)
         self.history = torch.full((r, self.history_len), -1, dtype=torch.int64, device=d)
         self.runs = torch.zeros(r, MAX_PERIOD, dtype=torch.int32, device=d)
-        self.spans = torch.tensor([max(3 * p, EARLY_STOP_SPAN) for p in range(1, MAX_PERIOD + 1)],
+        self.spans = torch.tensor([loop_span(p) for p in range(1, MAX_PERIOD + 1)],
                                   dtype=torch.int32, device=d)
         self.guard_ids = torch.full((r,), -1, dtype=torch.int64, device=d)
         self.loop_enabled = torch.zeros(r, dtype=torch.bool, device=d)

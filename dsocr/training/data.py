@@ -81,25 +81,35 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
                  ids, labels, int((labels != IGNORE).sum()))
 
 
+def synthetic_example(seed: int, prompt: str) -> Example:
+    """Synthetic page `seed` with the target its prompt asks for: grounding format or plain text."""
+    from dsocr.training.synthetic import generate_page
+
+    page = generate_page(seed)
+    target = page.grounding_target() if "<|grounding|>" in resolve_prompt(prompt) else page.plain_target()
+    return Example(page.image, prompt, target)
+
+
+def _indices(start: int) -> Iterator[int]:
+    """This DataLoader worker's share of the example indices start, start+1, ...: every n-th one, so the
+    stream does not depend on the number of workers."""
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info else (0, 1)
+    index = start + worker
+    while True:
+        yield index
+        index += workers
+
+
 class SyntheticExamples(IterableDataset):
-    """An endless stream of synthetic pages: example i of the run is page `seed * 10^9 + i`; each DataLoader
-    worker takes every n-th index, so the stream does not depend on the number of workers."""
+    """An endless stream of synthetic pages: example i of the run is page `seed * 10^9 + i`."""
 
     def __init__(self, seed: int, prompts: Sequence[str], start: int = 0) -> None:
         self.seed, self.prompts, self.start = seed, tuple(prompts), start
 
     def __iter__(self) -> Iterator[Example]:
-        from dsocr.training.synthetic import generate_page
-
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        index = self.start + worker
-        while True:
-            page = generate_page(self.seed * 10**9 + index)
-            prompt = self.prompts[index % len(self.prompts)]
-            target = page.grounding_target() if "grounding" in resolve_prompt(prompt) else page.plain_target()
-            yield Example(page.image, prompt, target)
-            index += workers
+        for index in _indices(self.start):
+            yield synthetic_example(self.seed * 10**9 + index, self.prompts[index % len(self.prompts)])
 
 
 class EncodedStream(IterableDataset):
@@ -116,8 +126,8 @@ class EncodedStream(IterableDataset):
 
 
 class UserExamples(IterableDataset):
-    """The user's (image, text) pairs, cycled in a seeded order; `split` keeps the training or the held-out part
-    (an example is held out when the hash of its image path falls in the first `eval_fraction`)."""
+    """The user's (image, text) pairs, cycled in a new seeded order every epoch (see `split_pairs` for the
+    held-out part)."""
 
     def __init__(self, pairs: Sequence[tuple[Path, str, str]], seed: int, *, start: int = 0) -> None:
         if not pairs:
@@ -125,15 +135,11 @@ class UserExamples(IterableDataset):
         self.pairs, self.seed, self.start = list(pairs), seed, start
 
     def __iter__(self) -> Iterator[Example]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        index = self.start + worker
-        while True:
+        for index in _indices(self.start):
             epoch, i = divmod(index, len(self.pairs))
             order = torch.randperm(len(self.pairs), generator=torch.Generator().manual_seed(self.seed + epoch))
             path, prompt, text = self.pairs[int(order[i])]
             yield Example(load_image(path), prompt, text)
-            index += workers
 
 
 def read_pairs(source: str | Path, default_prompt: str = "markdown") -> list[tuple[Path, str, str]]:
@@ -166,8 +172,9 @@ def read_pairs(source: str | Path, default_prompt: str = "markdown") -> list[tup
 
 def split_pairs(pairs: Sequence[tuple[Path, str, str]], eval_fraction: float) -> tuple[list, list]:
     """(train, held out), stable across runs and machines (CRC32 of the file name)."""
-    held = [p for p in pairs if zlib.crc32(p[0].name.encode()) % 1000 < eval_fraction * 1000]
-    train = [p for p in pairs if p not in held]
+    train, held = [], []
+    for pair in pairs:
+        (held if zlib.crc32(pair[0].name.encode()) % 1000 < eval_fraction * 1000 else train).append(pair)
     if not train:
         raise ConfigError("every example fell into the held-out split; add data or lower eval_fraction")
     return train, held

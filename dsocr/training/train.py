@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +39,6 @@ from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import build_model, load_model, save_checkpoint
 from dsocr.processing.image import normalize as normalize_pixels
 from dsocr.processing.image import processing_config_for_mode
-from dsocr.processing.prompts import resolve_prompt
 from dsocr.processing.tokenizer import Tokenizer
 from dsocr.training.data import (
     IGNORE,
@@ -50,6 +50,7 @@ from dsocr.training.data import (
     collate,
     read_pairs,
     split_pairs,
+    synthetic_example,
 )
 from dsocr.training.evaluate import evaluate
 from dsocr.training.lora import add_lora, merged_state_dict
@@ -96,6 +97,11 @@ class TrainConfig:
             raise ConfigError("steps and batch size must be >= 1 and the learning rate > 0")
         if self.model is None and self.preset not in PRESETS:
             raise ConfigError(f"preset: {self.preset!r} is not one of {', '.join(PRESETS)}")
+
+
+def held_out_seed(seed: int, i: int) -> int:
+    """Synthetic page i of a run's held-out set: far from the training stream (seed * 10^9 + step)."""
+    return seed * 10**9 + 500_000_000 + i
 
 
 def embedded_config(vocab_size: int) -> DeepseekOCR2Config:
@@ -165,8 +171,8 @@ class Trainer:
         self.config = config
         self.on_log = on_log or (lambda record: None)
         self.device = resolve_device(config.device)
-        if config.data is not None:
-            split_pairs(read_pairs(config.data), config.eval_fraction)  # bad data fails before any work
+        # User data is read (and bad data refused) before any work: (train, held-out) pairs.
+        self.pairs = split_pairs(read_pairs(config.data), config.eval_fraction) if config.data else None
         self.out = Path(config.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tokenizer = self._model_and_tokenizer()
@@ -233,29 +239,20 @@ class Trainer:
 
     def _held_out(self) -> list[Example]:
         cfg = self.config
-        if cfg.data is None:
-            from dsocr.training.synthetic import generate_page
-
-            examples = []
-            for i in range(cfg.eval_pages):  # seeds far from the training stream's
-                page = generate_page(cfg.seed * 10**9 + 500_000_000 + i)
-                prompt = cfg.prompts[i % len(cfg.prompts)]
-                target = page.grounding_target() if "grounding" in resolve_prompt(prompt) else page.plain_target()
-                examples.append(Example(page.image, prompt, target))
-            return examples
+        if self.pairs is None:  # synthetic pages with seeds far from the training stream's
+            return [synthetic_example(held_out_seed(cfg.seed, i), cfg.prompts[i % len(cfg.prompts)])
+                    for i in range(cfg.eval_pages)]
         from dsocr.processing.image import load_image
 
-        _, held = split_pairs(read_pairs(cfg.data), cfg.eval_fraction)
-        return [Example(load_image(path), prompt, text) for path, prompt, text in held[: cfg.eval_pages]]
+        return [Example(load_image(path), prompt, text) for path, prompt, text in self.pairs[1][: cfg.eval_pages]]
 
     def _batches(self) -> Iterator[Batch]:
         cfg = self.config
         start = self.step * cfg.batch_size  # a resumed run continues the same stream
-        if cfg.data is None:
+        if self.pairs is None:
             examples = SyntheticExamples(cfg.seed, cfg.prompts, start=start)
         else:
-            train_pairs, _ = split_pairs(read_pairs(cfg.data), cfg.eval_fraction)
-            examples = UserExamples(train_pairs, cfg.seed, start=start)
+            examples = UserExamples(self.pairs[0], cfg.seed, start=start)
         stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens)
         loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             collate_fn=partial(collate, pad_id=self.tokenizer.pad_id),
@@ -266,7 +263,7 @@ class Trainer:
     def train(self) -> Path:
         cfg = self.config
         batches = self._batches()
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _nothing()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         start, tokens = time.perf_counter(), 0
         deadline = start + 60 * cfg.time_limit if cfg.time_limit is not None else float("inf")
         while self.step < cfg.steps:
@@ -321,10 +318,3 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
         self.on_log(record)
 
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
