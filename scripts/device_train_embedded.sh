@@ -2,22 +2,35 @@
 # Train the embedded model on a leased GPU machine in chunks (one `run` call each, under its 10-minute limit).
 # The run folder stays on the machine's disk between the calls of one lease; every call saves before it ends and
 # copies what travels back to $OUT: the bf16 safetensors shards (< 16 MiB each), config.json, the index,
-# tokenizer.json and train_log.jsonl (the optimizer state, ~200 MB, stays behind: a new lease continues from
-# the carried checkpoint with --model, i.e. a warm restart).
+# tokenizer.json and train_log.jsonl. The optimizer state (~200 MB) stays behind: when a new lease finds no run
+# folder, it continues from the carried checkpoint (INIT, e.g. the folder the last chunk's files came back to)
+# with fresh optimizer state, i.e. a warm restart.
 #
-#   run (first chunk):   MINUTES=8 bash scripts/device_train_embedded.sh
-#   run (next lease):    INIT=embedded-ckpt MINUTES=8 bash scripts/device_train_embedded.sh   (carry: embedded-ckpt)
+#   every chunk:  STEPS=12000 MINUTES=8.5 bash scripts/device_train_embedded.sh
+#   new lease:    INIT=embedded-ckpt STEPS=... MINUTES=... bash scripts/device_train_embedded.sh  (carry: embedded-ckpt)
+#
+# STEPS is the length of the learning-rate schedule (warmup, then cosine to 10%); a chunk stops at STEPS or after
+# MINUTES, whichever comes first, so the last chunk's STEPS is set to end inside its minutes.
 set -euo pipefail
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 RUN=${RUN:-/tmp/dsocr-embedded}
-MINUTES=${MINUTES:-8}
-STEPS=${STEPS:-100000}
-WORKERS=${WORKERS:-$(( $(nproc) - 2 ))}
 OUT=${OUT:-/tmp/out}
+WORKERS=${WORKERS:-$(( $(nproc) - 2 ))}
 mkdir -p "$OUT"
-python3 -m dsocr train -o "$RUN" ${INIT:+--model "$INIT"} --preset embedded --steps "$STEPS" \
-    --batch-size "${BATCH:-32}" --lr "${LR:-1e-3}" --workers "$WORKERS" --time-limit "$MINUTES" \
-    --eval-every "${EVAL_EVERY:-1000}" --eval-pages 16 --save-every 1000 --device cuda
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
+mount -o remount,size=48G /dev/shm 2>/dev/null || true  # batches travel from the workers through it
+df -h /dev/shm | tail -1
+from=()
+if [[ ! -f $RUN/trainer_state.pt && -n ${INIT:-} ]]; then
+    RUN=$RUN-warm; from=(--model "$INIT")
+    echo "no run state on this machine: warm restart from $INIT"
+fi
+python3 -m dsocr train -o "$RUN" "${from[@]}" --preset embedded --steps "${STEPS:-12000}" \
+    --batch-size "${BATCH:-32}" --lr "${LR:-1e-3}" --warmup-steps "${WARMUP:-300}" --workers "$WORKERS" \
+    --time-limit "${MINUTES:-8.5}" --eval-every 1000000 --eval-pages "${EVAL_PAGES:-4}" --save-every 1000 \
+    --device cuda
 cp "$RUN"/*.safetensors "$RUN"/config.json "$RUN"/model.safetensors.index.json "$RUN"/tokenizer.json \
     "$RUN"/train_log.jsonl "$OUT"/
-tail -5 "$RUN"/train_log.jsonl
+grep -v '"loss"' "$RUN"/train_log.jsonl | tail -3 || true
+awk 'NR % 50 == 0' "$RUN"/train_log.jsonl | tail -30
+tail -2 "$RUN"/train_log.jsonl

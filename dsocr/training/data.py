@@ -15,15 +15,19 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from dsocr.errors import ConfigError, InputError
-from dsocr.processing.image import ProcessingConfig, load_image, preprocess_image
+from dsocr.processing.image import ImageInputs, ProcessingConfig, load_image, preprocess_image
 from dsocr.processing.prompts import resolve_prompt
 from dsocr.processing.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # the generator needs matplotlib (the `train` extra)
+    from dsocr.training.synthetic import SyntheticPage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 IGNORE = -100  # label of positions that carry no loss (prompt, image, padding)
@@ -46,8 +50,10 @@ class Encoded:
     prompt_length: int  # the loss starts here
 
 
-def encode(example: Example, tokenizer: Tokenizer, processing: ProcessingConfig, max_target_tokens: int) -> Encoded:
-    inputs = preprocess_image(example.image, processing)
+def encode(example: Example, tokenizer: Tokenizer, processing: ProcessingConfig, max_target_tokens: int,
+           inputs: ImageInputs | None = None) -> Encoded:
+    """`inputs`: the image's views when already made (one page rendered for several prompts)."""
+    inputs = inputs or preprocess_image(example.image, processing)
     prompt_ids = tokenizer.encode_prompt(resolve_prompt(example.prompt), [inputs.num_image_tokens])
     target_ids = tokenizer.encode(example.target)[:max_target_tokens] + [tokenizer.eos_id]
     return Encoded(inputs.global_pixels, inputs.crop_pixels, prompt_ids + target_ids, len(prompt_ids))
@@ -55,15 +61,16 @@ def encode(example: Example, tokenizer: Tokenizer, processing: ProcessingConfig,
 
 @dataclass
 class Batch:
-    global_views: torch.Tensor  # (N, 3, B, B) uint8
+    global_views: torch.Tensor  # (I, 3, B, B) uint8: each distinct image once
     crops: torch.Tensor  # (sum K, 3, T, T) uint8
-    num_crops: list[int]
+    num_crops: list[int]  # per distinct image
+    image_of_row: list[int]  # row n shows distinct image image_of_row[n] (a page given with several prompts)
     input_ids: torch.Tensor  # (N, L) right-padded
     labels: torch.Tensor  # (N, L): the next token at each position, IGNORE where there is no loss
     num_target_tokens: int
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.global_views.to(device), self.crops.to(device), self.num_crops,
+        return Batch(self.global_views.to(device), self.crops.to(device), self.num_crops, self.image_of_row,
                      self.input_ids.to(device), self.labels.to(device), self.num_target_tokens)
 
 
@@ -76,9 +83,13 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
         ids[i, : len(row)] = row
         # Position p predicts token p+1: the loss covers the target tokens (and EOS) only.
         labels[i, e.prompt_length - 1: len(row) - 1] = row[e.prompt_length:]
-    crops = [e.crop_pixels for e in items]
-    return Batch(torch.stack([e.global_pixels for e in items]), torch.cat(crops), [c.shape[0] for c in crops],
-                 ids, labels, int((labels != IGNORE).sum()))
+    # Rows made from the same views (one page, several prompts) share them: the vision tower sees them once.
+    distinct: dict[int, int] = {}
+    image_of_row = [distinct.setdefault(id(e.global_pixels), len(distinct)) for e in items]
+    firsts = [items[image_of_row.index(i)] for i in range(len(distinct))]
+    crops = [e.crop_pixels for e in firsts]
+    return Batch(torch.stack([e.global_pixels for e in firsts]), torch.cat(crops), [c.shape[0] for c in crops],
+                 image_of_row, ids, labels, int((labels != IGNORE).sum()))
 
 
 def synthetic_example(seed: int, prompt: str) -> Example:
@@ -86,8 +97,11 @@ def synthetic_example(seed: int, prompt: str) -> Example:
     from dsocr.training.synthetic import generate_page
 
     page = generate_page(seed)
-    target = page.grounding_target() if "<|grounding|>" in resolve_prompt(prompt) else page.plain_target()
-    return Example(page.image, prompt, target)
+    return Example(page.image, prompt, _target(page, prompt))
+
+
+def _target(page: SyntheticPage, prompt: str) -> str:
+    return page.grounding_target() if "<|grounding|>" in resolve_prompt(prompt) else page.plain_target()
 
 
 def _indices(start: int) -> Iterator[int]:
@@ -102,14 +116,20 @@ def _indices(start: int) -> Iterator[int]:
 
 
 class SyntheticExamples(IterableDataset):
-    """An endless stream of synthetic pages: example i of the run is page `seed * 10^9 + i`."""
+    """An endless stream of synthetic pages, each rendered once and given with every prompt in turn (rendering
+    and view-making are the data's cost): examples i*P .. i*P+P-1 of the run are page `seed * 10^9 + i`."""
 
     def __init__(self, seed: int, prompts: Sequence[str], start: int = 0) -> None:
-        self.seed, self.prompts, self.start = seed, tuple(prompts), start
+        self.seed, self.prompts = seed, tuple(prompts)
+        self.start = start // len(self.prompts)  # in pages
 
     def __iter__(self) -> Iterator[Example]:
+        from dsocr.training.synthetic import generate_page
+
         for index in _indices(self.start):
-            yield synthetic_example(self.seed * 10**9 + index, self.prompts[index % len(self.prompts)])
+            page = generate_page(self.seed * 10**9 + index)
+            for prompt in self.prompts:
+                yield Example(page.image, prompt, _target(page, prompt))
 
 
 class EncodedStream(IterableDataset):
@@ -121,8 +141,11 @@ class EncodedStream(IterableDataset):
         self.max_target_tokens = max_target_tokens
 
     def __iter__(self) -> Iterator[Encoded]:
+        image, inputs = None, None
         for example in self.examples:
-            yield encode(example, self.tokenizer, self.processing, self.max_target_tokens)
+            if example.image is not image:  # the same page under another prompt keeps its views
+                image, inputs = example.image, preprocess_image(example.image, self.processing)
+            yield encode(example, self.tokenizer, self.processing, self.max_target_tokens, inputs)
 
 
 class UserExamples(IterableDataset):

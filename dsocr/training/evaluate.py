@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from dsocr.generation.params import SamplingParams
 from dsocr.output.grounding import parse_grounding
+from dsocr.processing.image import ProcessingConfig, normalize, preprocess_image
 
 BOX_IOU = 0.7  # a target block counts as found when a predicted block of its label overlaps it this much
 
@@ -91,3 +93,16 @@ def evaluate(ocr, examples: Sequence, *, max_new_tokens: int = 2048, batch_size:
             edits += edit_distance(" ".join(predicted.split()), reference)
             chars += max(1, len(reference))
     return EvalResult(len(examples), edits / max(1, chars), found / blocks if blocks else float("nan"))
+
+
+@torch.no_grad()
+def vision_spread(model, images: Sequence, processing: ProcessingConfig) -> float:
+    """How much the visual embeddings of the images' global views differ from image to image, relative to their
+    size (about 0.1 at initialisation). Near 0 the vision tower has collapsed to one constant vector and the
+    model cannot read, whatever its loss says (it is reciting what it learnt by heart)."""
+    if len(images) < 2:
+        return float("nan")
+    views = torch.stack([preprocess_image(image, processing).global_pixels for image in images])
+    device = model.model.view_seperator.device
+    embeds = model.model.encode_views(normalize(views.to(device))).flatten(1).float()
+    return float((embeds - embeds.mean(0)).std() / embeds.abs().mean())

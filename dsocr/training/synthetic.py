@@ -85,6 +85,9 @@ class SyntheticConfig:
     p_figure: float = 0.1
     p_list: float = 0.1
     p_header_footer: float = 0.5  # running title at the top and page number at the bottom
+    # Paragraphs with their words in a random order (per paragraph): the corpus is small enough for a decoder to
+    # learn by heart, and a model that can recite it has no need to read; shuffled words must be read.
+    p_scramble: float = 0.5
     center_captions: bool = True  # wrap caption targets in <center>...</center>
     augment: float = 0.5  # chance of scan-like augmentation (rotation, contrast, blur, noise, JPEG)
     max_rotation: float = 1.5  # degrees, when augmenting
@@ -96,7 +99,7 @@ class SyntheticConfig:
         _check_range("margins", self.margins, 0.0, 0.3)
         _check_range("fill", self.fill, 0.1, 1.0)
         for name in ("p_landscape", "p_title", "p_sub_title", "p_table", "p_formula", "p_figure", "p_list",
-                     "p_header_footer", "augment"):
+                     "p_header_footer", "p_scramble", "augment"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be a probability in 0..1, got {getattr(self, name)}")
         if not self.aspects or min(self.aspects) < 0.2:
@@ -441,7 +444,12 @@ def _units(c: _Canvas, width: int) -> Iterator[_Unit]:
         if p >= len(sections[s].paragraphs) or rng.random() < config.p_sub_title:
             s, p = rng.randrange(len(sections)), 0
             yield [_heading(c, 2, width, sections[s].title)]
-        yield [_paragraph(c, sections[s].paragraphs[p], width)]
+        text = sections[s].paragraphs[p]
+        if rng.random() < config.p_scramble:
+            words = text.split()
+            rng.shuffle(words)
+            text = " ".join(words)
+        yield [_paragraph(c, text, width)]
         p += 1
         for probability, build in extras:
             if rng.random() < probability and (unit := build(c, width)) is not None:

@@ -52,7 +52,7 @@ from dsocr.training.data import (
     split_pairs,
     synthetic_example,
 )
-from dsocr.training.evaluate import evaluate
+from dsocr.training.evaluate import evaluate, vision_spread
 from dsocr.training.lora import add_lora, merged_state_dict
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     lora_rank: int = 0  # > 0: LoRA on the decoder's and the flow encoder's attention projections, the rest frozen
     freeze_vision: bool = False  # full fine-tuning of the decoder only
+    # The vision tower's (SAM + flow encoder) learning rate against the decoder's. From scratch it must be low
+    # (~0.1): at the full rate the tower's output collapses to one image-independent vector within a few
+    # hundred steps, before the decoder has learnt to use it, and the model never learns to read.
+    vision_lr_scale: float | None = None  # None: 0.1 from scratch, 1 when fine-tuning
     mode: str = "gundam"  # the views the model is trained on (dsocr.processing.image modes)
     max_target_tokens: int = 1536
     vocab_size: int = 8192  # from scratch: the BPE tokenizer trained first...
@@ -156,7 +160,8 @@ def compute_loss(model: DeepseekOCR2ForCausalLM, batch: Batch, image_id: int) ->
     dtype = model.lm_head.weight.dtype
     embeds = model.model.embed_images(normalize_pixels(batch.global_views).to(dtype),
                                       normalize_pixels(batch.crops).to(dtype), batch.num_crops)
-    inputs = model.model.embed_inputs(batch.input_ids, batch.input_ids == image_id, embeds)
+    inputs = model.model.embed_inputs(batch.input_ids, batch.input_ids == image_id,
+                                      [embeds[i] for i in batch.image_of_row])
     t = batch.input_ids.shape[1]
     positions = torch.arange(t, device=inputs.device)[None].expand(batch.input_ids.shape[0], t)
     causal = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()[None, None]
@@ -177,14 +182,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tokenizer = self._model_and_tokenizer()
         self.step = 0
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            raise ConfigError("nothing to train: every parameter is frozen")
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}],
-                                           lr=config.lr, betas=(0.9, 0.95))
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, betas=(0.9, 0.95))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, partial(lr_factor, warmup=config.warmup_steps, total=config.steps))
         self._resume()
@@ -193,6 +191,25 @@ class Trainer:
         self.held_out = self._held_out()
 
     # --- setup -------------------------------------------------------------------------------------------
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters by (decoder side | vision tower) x (decayed matrices | norms and biases)."""
+        cfg = self.config
+        vision = {id(p) for part in (self.model.model.sam_model, self.model.model.qwen2_model)
+                  for p in part.parameters()}
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("nothing to train: every parameter is frozen")
+        vision_scale = cfg.vision_lr_scale or (1.0 if cfg.model else 0.1)
+        groups = []
+        for is_vision in (False, True):
+            part = [p for p in params if (id(p) in vision) == is_vision]
+            for decays in (True, False):
+                group = [p for p in part if (p.dim() >= 2) == decays]
+                if group:
+                    groups.append({"params": group, "lr": cfg.lr * (vision_scale if is_vision else 1.0),
+                                   "weight_decay": cfg.weight_decay if decays else 0.0})
+        return groups
+
     def _model_and_tokenizer(self) -> tuple[DeepseekOCR2ForCausalLM, Tokenizer]:
         cfg = self.config
         if cfg.model is not None:
@@ -256,7 +273,7 @@ class Trainer:
         stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens)
         loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             collate_fn=partial(collate, pad_id=self.tokenizer.pad_id),
-                            persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers else None)
+                            persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None)
         return iter(loader)
 
     # --- the loop ----------------------------------------------------------------------------------------
@@ -264,14 +281,16 @@ class Trainer:
         cfg = self.config
         batches = self._batches()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
-        start, tokens = time.perf_counter(), 0
+        start, tokens, waited = time.perf_counter(), 0, 0.0  # waited: time spent waiting for data
         deadline = start + 60 * cfg.time_limit if cfg.time_limit is not None else float("inf")
         while self.step < cfg.steps:
             if time.perf_counter() > deadline:
                 self._log({"step": self.step, "stopped": "time limit", "elapsed_s": round(time.perf_counter() - start)})
                 self.save()
                 break
+            before = time.perf_counter()
             batch = next(batches).to(self.device)
+            waited += time.perf_counter() - before
             with autocast:
                 loss = compute_loss(self.model, batch, self.tokenizer.image_id)
             loss.backward()
@@ -286,9 +305,10 @@ class Trainer:
                 elapsed = time.perf_counter() - start
                 self._log({"step": self.step, "loss": round(loss.item(), 4), "grad_norm": round(norm.item(), 3),
                            "lr": self.scheduler.get_last_lr()[0], "target_tokens_per_s": round(tokens / elapsed, 1),
-                           "elapsed_s": round(elapsed, 1)})
+                           "elapsed_s": round(elapsed, 1), "data_wait_s": round(waited, 1)})
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                self._log({"step": self.step, **self.evaluate().to_dict()})
+                self._log({"step": self.step, **self.evaluate().to_dict(), "vision_spread": round(
+                    vision_spread(self.model, [e.image for e in self.held_out[:8]], self.processing), 6)})
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                 self.save()
         return self.out

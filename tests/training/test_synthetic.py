@@ -1,5 +1,6 @@
 import math
 import re
+from collections import Counter
 from html.parser import HTMLParser
 
 import numpy as np
@@ -114,12 +115,20 @@ def test_every_dark_pixel_belongs_to_a_block(bare_pages: tuple[list[SyntheticPag
         assert _outside_fraction(page, [b.box for b in page.blocks]) == 0.0
 
 
-def test_paragraphs_are_corpus_prose_and_headings_markdown(flat_pages: list[SyntheticPage]) -> None:
+def test_paragraphs_are_corpus_prose_or_its_words_shuffled_and_headings_markdown(
+        flat_pages: list[SyntheticPage]) -> None:
     prose = corpus.paragraphs()
+    bags = [Counter(p.split()) for p in prose]
+    verbatim = shuffled = 0
     for page in flat_pages:
         for block in page.blocks:
             if block.label == "text" and not re.match(r"(- |\d+\. )", block.content):
-                assert any(block.content in p for p in prose), block.content
+                if any(block.content in p for p in prose):
+                    verbatim += 1
+                else:  # a paragraph's words in another order (or a piece of one, split over two columns)
+                    words = Counter(block.content.split())
+                    assert any(words <= bag for bag in bags), block.content
+                    shuffled += 1
             if block.label == "title":
                 assert block.content.startswith("# ")
             if block.label == "sub_title":
@@ -128,6 +137,15 @@ def test_paragraphs_are_corpus_prose_and_headings_markdown(flat_pages: list[Synt
                 assert re.fullmatch(r"<center>(Figure|Table) \d+: .+</center>", block.content, re.DOTALL)
             if block.label == "image":
                 assert block.content == ""
+    assert verbatim > 10 and shuffled > 10, (verbatim, shuffled)
+
+
+def test_no_shuffling_when_turned_off() -> None:
+    prose = corpus.paragraphs()
+    for seed in range(6):
+        for block in generate_page(seed, SyntheticConfig(augment=0.0, p_scramble=0.0)).blocks:
+            if block.label == "text" and not re.match(r"(- |\d+\. )", block.content):
+                assert any(block.content in p for p in prose), block.content
 
 
 class _TableParser(HTMLParser):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from dsocr.model.weights import load_model
 from dsocr.training.train import TrainConfig, Trainer
@@ -89,3 +89,54 @@ def test_a_time_limit_saves_and_stops(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert records[-1]["stopped"] == "time limit" and trainer.step < 1000
     assert (out / "trainer_state.pt").exists() and load_model(out) is not None
+
+
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "green", "house", "light", "sugar"]
+
+
+def _word_images(folder: Path, pairs: list[tuple[str, str]], name: str) -> list[tuple[Path, str]]:
+    """Two words of ten on a small image: only reading tells them apart."""
+    import matplotlib
+
+    font = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"), 26)
+    out = []
+    for i, words in enumerate(pairs):
+        image = Image.new("RGB", (192, 192), "white")
+        ImageDraw.Draw(image).text((8, 80), " ".join(words), fill="black", font=font)
+        image.save(folder / f"{name}-{i}.png")
+        out.append((folder / f"{name}-{i}.png", " ".join(words)))
+    return out
+
+
+def test_a_tiny_model_learns_to_read_word_pairs_it_never_saw(tmp_path: Path) -> None:
+    """From scratch, the decoder can only predict the words by reading them; 12 of the 100 pairs are kept out
+    of training. Measured: 14 of their 24 words read after 1200 steps; with the vision tower at the decoder's
+    learning rate (vision_lr_scale=1) its output collapses to a constant and the model answers one pair for
+    every image (1 of 24)."""
+    import random
+
+    from dsocr.api import OCR
+    from dsocr.generation.params import SamplingParams
+    from dsocr.processing.image import processing_config_for_mode
+    from dsocr.training.evaluate import vision_spread
+
+    rng = random.Random(0)
+    pairs = [(a, b) for a in WORDS for b in WORDS]
+    rng.shuffle(pairs)
+    unseen, seen = pairs[:12], pairs[12:]
+    train = _word_images(tmp_path, [rng.choice(seen) for _ in range(300)], "train")
+    (tmp_path / "data.jsonl").write_text("\n".join(
+        json.dumps({"image": path.name, "text": text, "prompt": "free"}) for path, text in train))
+    out = tmp_path / "run"
+    Trainer(TrainConfig(output_dir=out, preset="tiny", data=str(tmp_path / "data.jsonl"), steps=1200, batch_size=8,
+                        lr=1e-3, warmup_steps=20, vocab_size=400, tokenizer_pages=4, eval_fraction=0.0,
+                        eval_every=10_000, save_every=10_000, log_every=50, workers=0, mode="base",
+                        device="cpu")).train()
+    ocr = OCR.from_pretrained(out, device="cpu")
+    tests = _word_images(tmp_path, unseen, "unseen")
+    read = [ocr.ocr(path, "free", mode="base", sampling=SamplingParams(max_new_tokens=12)).text.strip()
+            for path, _ in tests]
+    words_read = sum(a == b for r, (_, text) in zip(read, tests) for a, b in zip(r.split(), text.split()))
+    assert words_read >= 12, (words_read, list(zip(read, [t for _, t in tests])))  # of 24: chance is 2.4, and 1-3 when collapsed
+    processing = processing_config_for_mode("base", base_size=192, crop_size=128)
+    assert vision_spread(ocr.model, [Image.open(p).convert("RGB") for p, _ in tests], processing) > 1e-2
