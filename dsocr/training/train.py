@@ -182,7 +182,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tokenizer = self._model_and_tokenizer()
         self.step = 0
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, betas=(0.9, 0.95))
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, betas=(0.9, 0.95),
+                                           fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, partial(lr_factor, warmup=config.warmup_steps, total=config.steps))
         self._resume()
@@ -307,9 +308,9 @@ class Trainer:
                            "lr": self.scheduler.get_last_lr()[0], "target_tokens_per_s": round(tokens / elapsed, 1),
                            "elapsed_s": round(elapsed, 1), "data_wait_s": round(waited, 1)})
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
-                self._log({"step": self.step, **self.evaluate().to_dict(), "vision_spread": round(
-                    vision_spread(self.model, [e.image for e in self.held_out[:8]], self.processing), 6)})
+                self._log({"step": self.step, **self.evaluate().to_dict()})
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self._log({"step": self.step, "vision_spread": self.vision_spread()})  # cheap: a collapse shows
                 self.save()
         return self.out
 
@@ -320,6 +321,9 @@ class Trainer:
             return evaluate(ocr, self.held_out, max_new_tokens=self.config.eval_max_tokens)
         finally:
             self.model.train()
+
+    def vision_spread(self) -> float:
+        return round(vision_spread(self.model, [e.image for e in self.held_out[:8]], self.processing), 6)
 
     def save(self) -> None:
         """The model in the official layout (adapters merged), then the state to resume from; each file is
