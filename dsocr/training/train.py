@@ -274,7 +274,8 @@ class Trainer:
         stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens)
         loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             collate_fn=partial(collate, pad_id=self.tokenizer.pad_id),
-                            persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None)
+                            persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None,
+                            pin_memory=self.device.type == "cuda")
         return iter(loader)
 
     # --- the loop ----------------------------------------------------------------------------------------

@@ -140,3 +140,33 @@ def test_a_tiny_model_learns_to_read_word_pairs_it_never_saw(tmp_path: Path) -> 
     assert words_read >= 12, (words_read, list(zip(read, [t for _, t in tests])))  # of 24: chance is 2.4, and 1-3 when collapsed
     processing = processing_config_for_mode("base", base_size=192, crop_size=128)
     assert vision_spread(ocr.model, [Image.open(p).convert("RGB") for p, _ in tests], processing) > 1e-2
+
+
+def test_a_page_given_with_two_prompts_goes_through_the_vision_tower_once(tmp_path: Path) -> None:
+    """One render serves both targets; the batch holds its views once and the loss is the same as with copies."""
+    import dataclasses
+
+    from dsocr.model.weights import build_model
+    from dsocr.processing.image import processing_config_for_mode
+    from dsocr.processing.tokenizer import Tokenizer
+    from dsocr.testing.fixtures import tiny_config
+    from dsocr.training.data import EncodedStream, SyntheticExamples, collate
+    from dsocr.training.tokenizer import train_tokenizer, training_text
+    from dsocr.training.train import compute_loss, init_weights
+
+    train_tokenizer(training_text([]), tmp_path / "tokenizer.json", vocab_size=400)
+    tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
+    config = tiny_config(vocab_size=tokenizer.vocab_size)
+    processing = processing_config_for_mode("gundam", base_size=config.base_size, crop_size=config.crop_size)
+    stream = iter(EncodedStream(SyntheticExamples(0, ("markdown", "free")), tokenizer, processing, 64))
+    items = [next(stream) for _ in range(4)]
+    shared = collate(items, tokenizer.pad_id)
+    assert shared.image_of_row == [0, 0, 1, 1] and shared.global_views.shape[0] == 2
+    assert sum(shared.num_crops) == shared.crops.shape[0] > 0
+    copies = collate([dataclasses.replace(e, global_pixels=e.global_pixels.clone(), crop_pixels=e.crop_pixels.clone())
+                      for e in items], tokenizer.pad_id)
+    assert copies.image_of_row == [0, 1, 2, 3]
+    model = build_model(config, device=torch.device("cpu"))
+    init_weights(model, 0)
+    torch.testing.assert_close(compute_loss(model, shared, tokenizer.image_id),
+                               compute_loss(model, copies, tokenizer.image_id))
