@@ -1,0 +1,52 @@
+"""The embedded model (dsocr/embedded): it reads a sentence it never saw, and the README's main command converts
+the sample document with it, offline, with no model named. Skipped while the folder holds no checkpoint (the
+model is trained on a GPU machine: docs/training.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from dsocr.hub import EMBEDDED_DIR, choose_model
+from dsocr.training.evaluate import cer
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (EMBEDDED_DIR / "config.json").exists(),
+                                                   reason="no embedded checkpoint in dsocr/embedded yet")]
+# Words in an order no corpus holds: the model must read them.
+SENTENCE = "Seven quiet lanterns measure the orange harbour while numbers drift past 4719 kites."
+
+
+def _render(text: str) -> Image.Image:
+    import matplotlib
+
+    font = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSerif.ttf"), 22)
+    image = Image.new("RGB", (900, 300), "white")
+    ImageDraw.Draw(image).text((60, 120), text, fill="black", font=font)
+    return image
+
+
+def test_the_embedded_model_reads_a_sentence_it_never_saw() -> None:
+    from dsocr.api import OCR
+
+    ocr = OCR.from_pretrained(EMBEDDED_DIR, device="cpu")
+    text = ocr.ocr(_render(SENTENCE), "free").text
+    assert cer(" ".join(text.split()), SENTENCE) <= 0.05, text
+
+
+def test_convert_uses_the_embedded_model_offline_when_no_model_is_named(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty cache
+    env.pop("DSOCR_MODEL", None)
+    assert choose_model(cache_dir=tmp_path / "hf").source == "embedded"
+    run = subprocess.run([sys.executable, "-m", "dsocr", "convert", str(REPO / "examples/sample.pdf"), "-o",
+                          str(tmp_path / "out"), "--device", "cpu"], capture_output=True, text=True, env=env,
+                         timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "embedded" in run.stderr
+    markdown = (tmp_path / "out" / "sample" / "sample.md").read_text()
+    assert "Quarterly Report" in markdown and "Invoices" in markdown, markdown[:2000]
