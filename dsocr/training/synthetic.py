@@ -1,6 +1,7 @@
 """Synthetic document pages for training an OCR model of the DeepSeek-OCR 2 architecture.
 
-A page is rendered with Pillow from real prose (`dsocr.training.corpus`, the Python manual) and comes with two
+A page is rendered with Pillow from real prose (`dsocr.training.corpus`, the Python manual; some paragraphs
+with their words shuffled, `p_scramble`) and comes with two
 targets: what the official model prints for `<|grounding|>Convert the document to markdown.` (layout blocks
 with boxes, spec 9.1) and for `Free OCR.` (the text alone). Every page is a pure function of (seed, config):
 one `random.Random(seed)` is threaded through every decision, so worker processes can generate in parallel

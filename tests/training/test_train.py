@@ -170,3 +170,30 @@ def test_a_page_given_with_two_prompts_goes_through_the_vision_tower_once(tmp_pa
     init_weights(model, 0)
     torch.testing.assert_close(compute_loss(model, shared, tokenizer.image_id),
                                compute_loss(model, copies, tokenizer.image_id))
+
+
+def test_flow_attention_init_keeps_each_visual_token_in_its_place() -> None:
+    """From scratch, query i of the flow encoder should carry visual token i: changing one visual token changes
+    the query output at its own index most. Randomly initialised, every query averages all visual tokens and
+    the change lands anywhere."""
+    from dsocr.model.weights import build_model
+    from dsocr.training.train import embedded_config, init_flow_attention, init_weights
+
+    model = build_model(embedded_config(1000), device=torch.device("cpu"))
+    init_weights(model, 0)
+    encoder = model.model.qwen2_model
+    features = torch.randn(1, 256, 10, 10, generator=torch.Generator().manual_seed(0))  # a global view: 100 tokens
+
+    def in_place() -> float:
+        hits = 0
+        with torch.no_grad():
+            base = encoder(features)
+            for i in range(0, 100, 7):
+                changed = features.clone()
+                changed[0, :, i // 10, i % 10] += 3.0
+                hits += int((encoder(changed) - base).norm(dim=-1)[0].argmax()) == i
+        return hits / len(range(0, 100, 7))
+
+    assert in_place() <= 0.3
+    init_flow_attention(model)
+    assert in_place() >= 0.8
