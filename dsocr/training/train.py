@@ -148,41 +148,39 @@ def init_weights(model: nn.Module, seed: int) -> None:
 
 
 def init_flow_attention(model: DeepseekOCR2ForCausalLM, sharpness: float = 4.0, frequencies: int = 10) -> None:
-    """From scratch: make the first flow-encoder layer's queries attend to the visual token at their own index,
-    so the query outputs carry the view's content in place from the first step.
+    """From scratch: make the flow encoder's queries attend to the visual token at their own index, so the query
+    outputs carry the view's content in place from the first step.
 
     Randomly initialised, every query attends to all visual tokens alike: its output is the view's mean
     feature, which differs little between pages (mostly white) - measured, a text page's outputs differ from a
-    blank page's by 7% of their size - and the decoder has nothing to read. Here each view size's query table
-    starts as one direction u (its rows alike; RoPE tells them apart), the first layer's q_proj maps u to a
-    fixed phase vector and k_proj gives every token the same key, so a logit depends only on the RoPE distance;
-    the phases cancel the offset n between query i (at position n + i) and visual token i, n being that view
-    size's token count. Only the fastest `frequencies` rotary pairs are used: the slow ones barely change
-    between neighbours. The architecture and parameter names are unchanged; later layers stay random.
+    blank page's by 7% of their size - and the decoder has nothing to read. Here every layer's q and k come
+    from their biases alone (zero weights), so a logit depends only on the RoPE distance; each query head's
+    phases cancel the offset n between query i (at position n + i) and visual token i, n being one view size's
+    token count (heads alternate between the crop and the global size; for the other size that head's diagonal
+    is shifted). Only the fastest `frequencies` rotary pairs are used: the slow ones barely change between
+    neighbours. The architecture and parameter names are unchanged.
     """
     encoder = model.model.qwen2_model
     config = model.config.encoder
-    c, d, half = config.hidden_size, config.head_dim, config.head_dim // 2
+    d, half = config.head_dim, config.head_dim // 2
     frequencies = min(frequencies, half)
     inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))[:frequencies]
+    sizes = (encoder.query_768.num_embeddings, encoder.query_1024.num_embeddings)
     scale = (sharpness * math.sqrt(d)) ** 0.5  # peak logit: sharpness * frequencies
-    attn = encoder.model.model.layers[0].self_attn
     with torch.no_grad():
-        attn.k_proj.weight.zero_()
-        attn.k_proj.bias.zero_()
-        for kv in range(config.num_key_value_heads):
-            attn.k_proj.bias[kv * d:kv * d + frequencies] = scale  # real parts: the same key everywhere
-        attn.q_proj.weight.zero_()
-        attn.q_proj.bias.zero_()
-        for direction, table in enumerate((encoder.query_768, encoder.query_1024)):
-            n = table.num_embeddings
-            table.weight.zero_()
-            table.weight[:, direction] = 0.02 * math.sqrt(c)  # RMS 0.02 as the rest; the input norm rescales
-            phase = torch.zeros(d, dtype=torch.float64)
-            phase[:frequencies] = scale * torch.cos(inv_freq * n)  # q = scale * exp(-i theta n) per rotary pair
-            phase[half:half + frequencies] = -scale * torch.sin(inv_freq * n)
-            column = phase.repeat(config.num_attention_heads) / math.sqrt(c)  # normed input: sqrt(c) along u
-            attn.q_proj.weight[:, direction] = column.to(attn.q_proj.weight.dtype)
+        for layer in encoder.model.model.layers:
+            attn = layer.self_attn
+            attn.k_proj.weight.zero_()
+            attn.k_proj.bias.zero_()
+            for kv in range(config.num_key_value_heads):
+                attn.k_proj.bias[kv * d:kv * d + frequencies] = scale  # real parts: the same key everywhere
+            attn.q_proj.weight.zero_()
+            for head in range(config.num_attention_heads):
+                n = sizes[head % len(sizes)]
+                bias = torch.zeros(d, dtype=torch.float64)
+                bias[:frequencies] = scale * torch.cos(inv_freq * n)  # q = scale * exp(-i theta n) per pair
+                bias[half:half + frequencies] = -scale * torch.sin(inv_freq * n)
+                attn.q_proj.bias[head * d:(head + 1) * d] = bias.to(attn.q_proj.bias.dtype)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:

@@ -174,26 +174,28 @@ def test_a_page_given_with_two_prompts_goes_through_the_vision_tower_once(tmp_pa
 
 def test_flow_attention_init_keeps_each_visual_token_in_its_place() -> None:
     """From scratch, query i of the flow encoder should carry visual token i: changing one visual token changes
-    the query output at its own index most. Randomly initialised, every query averages all visual tokens and
-    the change lands anywhere."""
+    the query output at its own index most (or, through the heads tuned to the other view size, at the index
+    shifted by the difference of the two sizes). Randomly initialised, every query averages all visual tokens
+    and the change lands anywhere."""
     from dsocr.model.weights import build_model
     from dsocr.training.train import embedded_config, init_flow_attention, init_weights
 
     model = build_model(embedded_config(1000), device=torch.device("cpu"))
     init_weights(model, 0)
     encoder = model.model.qwen2_model
+    shift = encoder.query_1024.num_embeddings - encoder.query_768.num_embeddings  # 100 - 64
     features = torch.randn(1, 256, 10, 10, generator=torch.Generator().manual_seed(0))  # a global view: 100 tokens
 
     def in_place() -> float:
-        hits = 0
+        hits, tried = 0, range(0, 100, 3)
         with torch.no_grad():
             base = encoder(features)
-            for i in range(0, 100, 7):
+            for i in tried:
                 changed = features.clone()
                 changed[0, :, i // 10, i % 10] += 3.0
-                hits += int((encoder(changed) - base).norm(dim=-1)[0].argmax()) == i
-        return hits / len(range(0, 100, 7))
+                hits += int((encoder(changed) - base).norm(dim=-1)[0].argmax()) in (i, i - shift)
+        return hits / len(tried)
 
     assert in_place() <= 0.3
     init_flow_attention(model)
-    assert in_place() >= 0.8
+    assert in_place() >= 0.9
