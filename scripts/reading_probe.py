@@ -17,11 +17,12 @@ import random
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from dsocr.model.config import DeepseekOCR2Config, EncoderConfig, LanguageConfig, ProjectorConfig, SamConfig
 from dsocr.training import corpus
 from dsocr.training import train as training
+from dsocr.training.synthetic import load_font
 
 
 def probe_config(vocab_size: int) -> DeepseekOCR2Config:
@@ -38,9 +39,7 @@ def probe_config(vocab_size: int) -> DeepseekOCR2Config:
 
 
 def make_lines(folder: Path, count: int, words: list[str], seed: int) -> list[tuple[str, str]]:
-    import matplotlib
-
-    font = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"), 30)
+    font = load_font("DejaVuSans.ttf", 30)
     rng, pairs = random.Random(seed), []
     for i in range(count):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(2, 3)))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from dsocr.hub import EMBEDDED_DIR, choose_model
 from dsocr.training.evaluate import cer
@@ -23,9 +23,9 @@ SENTENCE = "Seven quiet lanterns measure the orange harbour while numbers drift 
 
 
 def _render(text: str) -> Image.Image:
-    import matplotlib
+    from dsocr.training.synthetic import load_font
 
-    font = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSerif.ttf"), 22)
+    font = load_font("DejaVuSerif.ttf", 22)
     image = Image.new("RGB", (900, 300), "white")
     ImageDraw.Draw(image).text((60, 120), text, fill="black", font=font)
     return image

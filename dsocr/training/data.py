@@ -90,9 +90,13 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
         # Position p predicts token p+1: the loss covers the target tokens (and EOS) only.
         labels[i, e.prompt_length - 1: len(row) - 1] = row[e.prompt_length:]
     # Rows made from the same views (one page, several prompts) share them: the vision tower sees them once.
-    distinct: dict[int, int] = {}
-    image_of_row = [distinct.setdefault(id(e.global_pixels), len(distinct)) for e in items]
-    firsts = [items[image_of_row.index(i)] for i in range(len(distinct))]
+    index: dict[int, int] = {}  # id of the views -> their place among the distinct images
+    firsts, image_of_row = [], []
+    for e in items:
+        if id(e.global_pixels) not in index:
+            index[id(e.global_pixels)] = len(firsts)
+            firsts.append(e)
+        image_of_row.append(index[id(e.global_pixels)])
     crops = [e.crop_pixels for e in firsts]
     return Batch(torch.stack([e.global_pixels for e in firsts]), torch.cat(crops), [c.shape[0] for c in crops],
                  image_of_row, ids, labels, int((labels != IGNORE).sum()))

@@ -192,7 +192,8 @@ def _font_dir() -> Path:
 
 
 @lru_cache(maxsize=512)
-def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+def load_font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    """A font file shipped with matplotlib (DejaVuSans.ttf, STIXGeneral.ttf, ...) at `size` px."""
     return ImageFont.truetype(str(_font_dir() / name), size)
 
 
@@ -234,7 +235,7 @@ class _Canvas:
 
     def font(self, style: int, scale: float = 1.0) -> ImageFont.FreeTypeFont:
         """style: 0 regular, 1 bold, 2 italic."""
-        return _font(self.family[style], max(8, round(self.size * scale)))
+        return load_font(self.family[style], max(8, round(self.size * scale)))
 
     def next_number(self, kind: str) -> int:
         self.numbers[kind] += 1

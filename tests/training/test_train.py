@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from dsocr.model.weights import load_model
 from dsocr.training.train import TrainConfig, Trainer
@@ -96,9 +96,9 @@ WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "green", "house",
 
 def _word_images(folder: Path, pairs: list[tuple[str, str]], name: str) -> list[tuple[Path, str]]:
     """Two words of ten on a small image: only reading tells them apart."""
-    import matplotlib
+    from dsocr.training.synthetic import load_font
 
-    font = ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf"), 26)
+    font = load_font("DejaVuSans.ttf", 26)
     out = []
     for i, words in enumerate(pairs):
         image = Image.new("RGB", (192, 192), "white")
