@@ -25,10 +25,12 @@ if [[ ! -f $RUN/trainer_state.pt && -n ${INIT:-} ]]; then
     RUN=$RUN-warm; from=(--model "$INIT")
     echo "no run state on this machine: warm restart from $INIT"
 fi
+echo "train $RUN: vision_lr_scale=${VISION_LR_SCALE:-default} glyph_weight=${GLYPH_WEIGHT:-default} snippets=${SNIPPETS:-0.5} workers=$WORKERS"
 python3 -m dsocr train -o "$RUN" "${from[@]}" --preset embedded --steps "${STEPS:-12000}" \
     --batch-size "${BATCH:-32}" --lr "${LR:-1e-3}" --warmup-steps "${WARMUP:-300}" --workers "$WORKERS" \
     --time-limit "${MINUTES:-8.5}" --eval-every 1000000 --eval-pages "${EVAL_PAGES:-4}" --save-every 1000 \
-    ${VISION_LR_SCALE:+--vision-lr-scale "$VISION_LR_SCALE"} \
+    ${VISION_LR_SCALE:+--vision-lr-scale "$VISION_LR_SCALE"} ${GLYPH_WEIGHT:+--glyph-weight "$GLYPH_WEIGHT"} \
+    --snippets "${SNIPPETS:-0.5}" \
     --device cuda
 cp "$RUN"/*.safetensors "$RUN"/config.json "$RUN"/model.safetensors.index.json "$RUN"/tokenizer.json \
     "$RUN"/train_log.jsonl "$OUT"/

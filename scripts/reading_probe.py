@@ -1,12 +1,14 @@
 """The CPU gate before a GPU training run: does a small model of our architecture learn to read from scratch?
 
-    python scripts/reading_probe.py OUT [--steps 2500] [--vision-lr-scale 0.1] [--words 300] [--threads 1]
+    python scripts/reading_probe.py OUT [--task snippets|lines] [--steps 2500] [--vision-lr-scale 0.1]
+                                        [--glyph-weight 0.1] [--words 300] [--threads 1]
 
 Trains a 1.8M-parameter model (SAM 64 x 4 blocks at 384 px, flow encoder and decoder 128 wide, 2 layers each)
-on 4000 images of one line of 2-3 words drawn from the corpus's first `--words` words (30 px, fixed place), with
-`dsocr train`'s own loop, then prints its vision spread and how many of 20 held-out lines it reads exactly. A
-change meant to make the embedded model read is tried here first (docs/training.md, "what the first run
-taught"); it takes ~15 minutes on one core.
+with `dsocr train`'s own loop, on synthetic snippets (small pages of a few large lines, plain-text target, the
+glyph loss at `--glyph-weight`) or on 4000 images of one line of 2-3 words drawn from the corpus's first
+`--words` words (30 px, fixed place). Then prints its vision spread, its CER on 20 held-out images and what it
+reads on a few. A change meant to make the embedded model read is tried here first (docs/training.md); it
+takes ~15-25 minutes on one core.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from dsocr.generation.params import SamplingParams
 from dsocr.model.config import DeepseekOCR2Config, EncoderConfig, LanguageConfig, ProjectorConfig, SamConfig
 from dsocr.training import corpus
 from dsocr.training import train as training
-from dsocr.training.synthetic import load_font
+from dsocr.training.data import Example, page_example
+from dsocr.training.evaluate import evaluate
+from dsocr.training.synthetic import SNIPPETS, generate_page, load_font
 
 
 def probe_config(vocab_size: int) -> DeepseekOCR2Config:
@@ -54,38 +59,46 @@ def make_lines(folder: Path, count: int, words: list[str], seed: int) -> list[tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
+    parser.add_argument("--task", choices=("snippets", "lines"), default="snippets")
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--vision-lr-scale", type=float, default=0.1)
-    parser.add_argument("--words", type=int, default=300)
+    parser.add_argument("--glyph-weight", type=float, default=0.1, help="snippets only (lines have no glyphs)")
+    parser.add_argument("--words", type=int, default=300, help="lines: the vocabulary")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = args.out / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    words = [w for w in corpus.words() if len(w) <= 8][: args.words]
-    lines = make_lines(data, 4000, words, seed=0)
-    (data / "data.jsonl").write_text("\n".join(
-        json.dumps({"image": name, "text": text, "prompt": "free"}) for name, text in lines))
     training.PRESETS["probe"] = probe_config
-    config = training.TrainConfig(
-        output_dir=args.out / "run", preset="probe", data=str(data / "data.jsonl"), steps=args.steps, batch_size=8,
-        lr=1e-3, warmup_steps=50, vision_lr_scale=args.vision_lr_scale, vocab_size=2048, tokenizer_pages=50,
-        eval_every=10**9, eval_pages=8, eval_fraction=0.02, save_every=500, log_every=25, workers=0, mode="base",
-        device="cpu")
+    common = dict(  # noqa: C408 (TrainConfig's keyword arguments)
+        output_dir=args.out / "run", preset="probe", steps=args.steps, batch_size=8, lr=1e-3, warmup_steps=50,
+        vision_lr_scale=args.vision_lr_scale, vocab_size=2048, tokenizer_pages=50, eval_every=10**9, eval_pages=2,
+        eval_max_tokens=64, save_every=500, log_every=25, workers=0, mode="base", device="cpu")
+    if args.task == "lines":
+        words = [w for w in corpus.words() if len(w) <= 8][: args.words]
+        data = args.out / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        lines = make_lines(data, 4000, words, seed=0)
+        (data / "data.jsonl").write_text("\n".join(
+            json.dumps({"image": name, "text": text, "prompt": "free"}) for name, text in lines))
+        config = training.TrainConfig(**common, data=str(data / "data.jsonl"), eval_fraction=0.02, glyph_weight=0)
+        held_out = [Example(Image.open(data / name).convert("RGB"), "free", text)
+                    for name, text in make_lines(data, 20, words, seed=1)]
+    else:
+        config = training.TrainConfig(**common, prompts=("free",), snippets=1.0, glyph_weight=args.glyph_weight)
+        held_out = [page_example(generate_page(training.held_out_seed(0, i), SNIPPETS), "free") for i in range(20)]
     trainer = training.Trainer(config, on_log=lambda record: print(json.dumps(record), flush=True))
     trainer.train()
 
     from dsocr.api import OCR
-    from dsocr.generation.params import SamplingParams
 
-    held_out = make_lines(data, 20, words, seed=1)
     ocr = OCR(trainer.model.eval(), trainer.tokenizer, engine="reference")
-    read = [ocr.ocr(data / name, "free", mode="base", sampling=SamplingParams(max_new_tokens=12)).text.strip()
-            for name, _ in held_out]
-    exact = sum(r == text for r, (_, text) in zip(read, held_out))
-    print(f"vision spread {trainer.vision_spread():.3g}; held-out lines read exactly: {exact} of 20")
-    for r, (_, text) in list(zip(read, held_out))[:5]:
-        print(f"  {text!r} -> {r!r}")
+    result = evaluate(ocr, held_out, max_new_tokens=160 if args.task == "snippets" else 12)
+    read = [ocr.ocr(e.image, "free", mode="base", sampling=SamplingParams(max_new_tokens=160)).text.strip()
+            for e in held_out[:3]]
+    exact = sum(r == e.target for r, e in zip(read, held_out))
+    print(f"vision spread {trainer.vision_spread():.3g}; held-out CER {result.cer:.3f}; "
+          f"exact {exact} of the first 3")
+    for r, e in zip(read, held_out):
+        print(f"  {e.target[:120]!r}\n    -> {r[:120]!r}")
 
 
 if __name__ == "__main__":

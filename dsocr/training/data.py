@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from random import Random
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,9 +26,10 @@ from dsocr.errors import ConfigError, InputError
 from dsocr.processing.image import ImageInputs, ProcessingConfig, load_image, preprocess_image
 from dsocr.processing.prompts import resolve_prompt
 from dsocr.processing.tokenizer import Tokenizer
+from dsocr.training.glyphs import CELL, NUM_CLASSES, Box, GlyphTargets, glyph_targets
 
 if TYPE_CHECKING:  # the generator needs matplotlib (the `train` extra)
-    from dsocr.training.synthetic import SyntheticPage
+    from dsocr.training.synthetic import Glyph, SyntheticConfig, SyntheticPage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 IGNORE = -100  # label of positions that carry no loss (prompt, image, padding)
@@ -38,6 +40,10 @@ class Example:
     image: Image.Image
     prompt: str  # a preset name or custom text (dsocr.processing.prompts)
     target: str
+    # Synthetic pages only: the characters drawn and where (see glyphs.py), and the regions whose glyphs are
+    # not recorded (formulas). None: unknown, no glyph loss for this image.
+    glyphs: tuple[Glyph, ...] | None = None
+    unknown: tuple[Box, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +54,23 @@ class Encoded:
     crop_pixels: torch.Tensor  # (K, 3, T, T) uint8
     input_ids: list[int]  # prompt (image tokens expanded) + target + EOS
     prompt_length: int  # the loss starts here
+    glyphs: GlyphTargets | None = None  # when the trainer asked for them and the example has glyphs
 
 
 def encode(example: Example, tokenizer: Tokenizer, processing: ProcessingConfig, max_target_tokens: int,
-           inputs: ImageInputs | None = None) -> Encoded:
-    """`inputs`: the image's views when already made (one page rendered for several prompts)."""
+           inputs: ImageInputs | None = None, glyphs: GlyphTargets | None = None) -> Encoded:
+    """`inputs` (and `glyphs`): the image's views (and glyph targets) when already made (one page rendered
+    for several prompts)."""
     inputs = inputs or preprocess_image(example.image, processing)
     prompt_ids = tokenizer.encode_prompt(resolve_prompt(example.prompt), [inputs.num_image_tokens])
     target_ids = tokenizer.encode(example.target)[:max_target_tokens] + [tokenizer.eos_id]
-    return Encoded(inputs.global_pixels, inputs.crop_pixels, prompt_ids + target_ids, len(prompt_ids))
+    return Encoded(inputs.global_pixels, inputs.crop_pixels, prompt_ids + target_ids, len(prompt_ids), glyphs)
+
+
+def encode_glyphs(example: Example, processing: ProcessingConfig) -> GlyphTargets | None:
+    if example.glyphs is None:
+        return None
+    return glyph_targets(example.glyphs, example.unknown, example.image.size, processing)
 
 
 @dataclass
@@ -68,6 +82,10 @@ class Batch:
     input_ids: torch.Tensor  # (N, L) right-padded
     labels: torch.Tensor  # (N, L): the next token at each position, IGNORE where there is no loss
     num_target_tokens: int
+    # Glyph targets of the distinct images' views, when asked for: [global views, crops], each (V, cells,
+    # NUM_CLASSES) bool with (V, cells) bool saying which cells count (none of an image without glyphs).
+    glyph_classes: list[torch.Tensor] = field(default_factory=list)
+    glyph_known: list[torch.Tensor] = field(default_factory=list)
 
     def to(self, device: torch.device) -> Batch:
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -77,7 +95,8 @@ class Batch:
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         return Batch(fn(self.global_views), fn(self.crops), self.num_crops, self.image_of_row, fn(self.input_ids),
-                     fn(self.labels), self.num_target_tokens)
+                     fn(self.labels), self.num_target_tokens, [fn(t) for t in self.glyph_classes],
+                     [fn(t) for t in self.glyph_known])
 
 
 def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
@@ -98,20 +117,41 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
             firsts.append(e)
         image_of_row.append(index[id(e.global_pixels)])
     crops = [e.crop_pixels for e in firsts]
-    return Batch(torch.stack([e.global_pixels for e in firsts]), torch.cat(crops), [c.shape[0] for c in crops],
-                 image_of_row, ids, labels, int((labels != IGNORE).sum()))
+    batch = Batch(torch.stack([e.global_pixels for e in firsts]), torch.cat(crops), [c.shape[0] for c in crops],
+                  image_of_row, ids, labels, int((labels != IGNORE).sum()))
+    if any(e.glyphs is not None for e in firsts):
+        batch.glyph_classes, batch.glyph_known = _collate_glyphs(firsts, batch)
+    return batch
+
+
+def _collate_glyphs(firsts: Sequence[Encoded], batch: Batch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """[global, crops] classes and known cells; an image without glyphs gets zeros and no known cell."""
+    n_global = (batch.global_views.shape[-1] // CELL) ** 2
+    n_crop = (batch.crops.shape[-1] // CELL) ** 2
+    g_cls, g_ok, c_cls, c_ok = [], [], [], []
+    for e, k in zip(firsts, batch.num_crops):
+        g = e.glyphs or GlyphTargets(torch.zeros(n_global, NUM_CLASSES, dtype=torch.bool),
+                                     torch.zeros(n_global, dtype=torch.bool),
+                                     torch.zeros(k, n_crop, NUM_CLASSES, dtype=torch.bool),
+                                     torch.zeros(k, n_crop, dtype=torch.bool))
+        g_cls.append(g.global_classes)
+        g_ok.append(g.global_known)
+        c_cls.append(g.crop_classes)
+        c_ok.append(g.crop_known)
+    return [torch.stack(g_cls), torch.cat(c_cls)], [torch.stack(g_ok), torch.cat(c_ok)]
 
 
 def synthetic_example(seed: int, prompt: str) -> Example:
     """Synthetic page `seed` with the target its prompt asks for: grounding format or plain text."""
     from dsocr.training.synthetic import generate_page
 
-    page = generate_page(seed)
-    return Example(page.image, prompt, _target(page, prompt))
+    return page_example(generate_page(seed), prompt)
 
 
-def _target(page: SyntheticPage, prompt: str) -> str:
-    return page.grounding_target() if "<|grounding|>" in resolve_prompt(prompt) else page.plain_target()
+def page_example(page: SyntheticPage, prompt: str) -> Example:
+    """A synthetic page with the target its prompt asks for, its glyphs, and its formulas as unknown regions."""
+    target = page.grounding_target() if "<|grounding|>" in resolve_prompt(prompt) else page.plain_target()
+    return Example(page.image, prompt, target, page.glyphs, tuple(b.box for b in page.blocks if b.label == "equation"))
 
 
 def _indices(start: int) -> Iterator[int]:
@@ -127,35 +167,41 @@ def _indices(start: int) -> Iterator[int]:
 
 class SyntheticExamples(IterableDataset):
     """An endless stream of synthetic pages, each rendered once and given with every prompt in turn (rendering
-    and view-making are the data's cost): examples i*P .. i*P+P-1 of the run are page `seed * 10^9 + i`."""
+    and view-making are the data's cost): examples i*P .. i*P+P-1 of the run are page `seed * 10^9 + i`, drawn
+    with `config`, or as a snippet (synthetic.SNIPPETS) for a `snippets` share of the pages."""
 
-    def __init__(self, seed: int, prompts: Sequence[str], start: int = 0) -> None:
-        self.seed, self.prompts = seed, tuple(prompts)
+    def __init__(self, seed: int, prompts: Sequence[str], start: int = 0,
+                 config: SyntheticConfig | None = None, snippets: float = 0.0) -> None:
+        self.seed, self.prompts, self.config, self.snippets = seed, tuple(prompts), config, snippets
         self.start = start // len(self.prompts)  # in pages
 
     def __iter__(self) -> Iterator[Example]:
-        from dsocr.training.synthetic import generate_page
+        from dsocr.training.synthetic import SNIPPETS, SyntheticConfig, generate_page
 
+        config = self.config or SyntheticConfig()
         for index in _indices(self.start):
-            page = generate_page(self.seed * 10**9 + index)
+            seed = self.seed * 10**9 + index
+            snippet = self.snippets and Random(seed).random() < self.snippets
+            page = generate_page(seed, SNIPPETS if snippet else config)
             for prompt in self.prompts:
-                yield Example(page.image, prompt, _target(page, prompt))
+                yield page_example(page, prompt)
 
 
 class EncodedStream(IterableDataset):
-    """Examples encoded in the worker that made them."""
+    """Examples encoded in the worker that made them; with `glyphs`, with their glyph targets."""
 
     def __init__(self, examples: IterableDataset | Dataset, tokenizer: Tokenizer, processing: ProcessingConfig,
-                 max_target_tokens: int) -> None:
+                 max_target_tokens: int, glyphs: bool = False) -> None:
         self.examples, self.tokenizer, self.processing = examples, tokenizer, processing
-        self.max_target_tokens = max_target_tokens
+        self.max_target_tokens, self.glyphs = max_target_tokens, glyphs
 
     def __iter__(self) -> Iterator[Encoded]:
-        image, inputs = None, None
+        image, inputs, targets = None, None, None
         for example in self.examples:
             if example.image is not image:  # the same page under another prompt keeps its views
                 image, inputs = example.image, preprocess_image(example.image, self.processing)
-            yield encode(example, self.tokenizer, self.processing, self.max_target_tokens, inputs)
+                targets = encode_glyphs(example, self.processing) if self.glyphs else None
+            yield encode(example, self.tokenizer, self.processing, self.max_target_tokens, inputs, targets)
 
 
 class UserExamples(IterableDataset):

@@ -113,6 +113,14 @@ class SyntheticConfig:
             raise ConfigError(f"max_rotation must be 0..10 degrees, got {self.max_rotation}")
 
 
+# Small pages of a few large lines, seen whole in one view: where a model trained from scratch first learns to
+# read (`TrainConfig.snippets` mixes them with full pages) before pages of small print in crops. Every
+# paragraph shuffled: here nothing can be recited, only read.
+SNIPPETS = SyntheticConfig(width=(320, 512), aspects=(0.5, 0.75, 1.0), p_landscape=0.0, columns=(1.0, 0.0),
+                           font_sizes=(16, 30), p_title=0.3, p_table=0.05, p_formula=0.05, p_figure=0.0,
+                           p_list=0.1, p_header_footer=0.0, p_scramble=1.0)
+
+
 @dataclass(frozen=True, slots=True)
 class SyntheticBlock:
     label: str  # see the module doc
@@ -120,11 +128,17 @@ class SyntheticBlock:
     content: str  # the block's target: markdown text, HTML table, \[ LaTeX \], "" for images
 
 
+Glyph = tuple[str, float, float]  # a drawn character and its centre in page pixels
+
+
 @dataclass(frozen=True, slots=True)
 class SyntheticPage:
     image: Image.Image  # RGB
     blocks: tuple[SyntheticBlock, ...]  # reading order
     seed: int
+    # Every character drawn as text (not the formulas' mathtext), where it landed after augmentation: the
+    # training-only signal that teaches a vision tower from scratch what each of its cells shows (glyphs.py).
+    glyphs: tuple[Glyph, ...] = ()
 
     def grounding_target(self) -> str:
         """The answer to the "markdown" prompt (`<|grounding|>Convert the document to markdown.`, see
@@ -172,10 +186,10 @@ def generate_page(seed: int, config: SyntheticConfig = SyntheticConfig()) -> Syn
     rng = Random(seed)
     canvas = _Canvas(rng, config)
     _lay_out(canvas)
-    image, blocks = canvas.image, canvas.blocks
+    image, blocks, glyphs = canvas.image, canvas.blocks, canvas.glyphs
     if rng.random() < config.augment:
-        image, blocks = _augment(image, blocks, rng, config)
-    return SyntheticPage(image=image, blocks=tuple(blocks), seed=seed)
+        image, blocks, glyphs = _augment(image, blocks, glyphs, rng, config)
+    return SyntheticPage(image=image, blocks=tuple(blocks), seed=seed, glyphs=tuple(glyphs))
 
 
 # --- page state and text ---------------------------------------------------------------------------------
@@ -213,6 +227,7 @@ class _Canvas:
     indent: int = field(init=False)  # first-line indent of paragraphs (0 on most pages)
     ink: tuple[int, int, int] = field(init=False)
     blocks: list[SyntheticBlock] = field(default_factory=list)
+    glyphs: list[Glyph] = field(default_factory=list)
     numbers: dict[str, int] = field(default_factory=dict)  # next figure / table / equation number
 
     def __post_init__(self) -> None:
@@ -240,6 +255,23 @@ class _Canvas:
     def next_number(self, kind: str) -> int:
         self.numbers[kind] += 1
         return self.numbers[kind] - 1
+
+    def text(self, xy: tuple[float, float], text: str, font: ImageFont.FreeTypeFont) -> None:
+        """Draw `text` with its top-left at `xy` and record each character's centre (kerning ignored: a few
+        px off at most, against cells of ~100 page px)."""
+        self.draw.text(xy, text, font=font, fill=self.ink)
+        x, y = xy
+        middle = y + font.getmetrics()[0] - 0.3 * font.size  # half an x-height above the baseline
+        for ch in text:
+            advance = _advance(font, ch)
+            if not ch.isspace():
+                self.glyphs.append((ch, x + advance / 2, middle))
+            x += advance
+
+
+@lru_cache(maxsize=16384)
+def _advance(font: ImageFont.FreeTypeFont, ch: str) -> float:
+    return font.getlength(ch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +363,7 @@ class _Text:
             length = self.font.getlength(line.text)
             offset = {"left": line.indent, "center": (width - length) / 2,
                       "right": width - length}[self.align]
-            c.draw.text((x + offset, y + i * self.pitch), line.text, font=self.font, fill=c.ink)
+            c.text((x + offset, y + i * self.pitch), line.text, self.font)
             left, right = min(left, x + offset), max(right, x + offset + length)
         content = self.content if self.content is not None else self.prefix + _join(self.lines)
         if self.centered_target:
@@ -589,8 +621,7 @@ def _table(c: _Canvas, width: int) -> _Unit | None:
             c.draw.line((edge, y, edge, y1), fill=c.ink, width=1)
         for r, row in enumerate(rows):
             for edge, value in zip(edges, row):
-                c.draw.text((edge + pad_x, y + r * row_height + pad_y), value,
-                            font=head_font if r == 0 else font, fill=c.ink)
+                c.text((edge + pad_x, y + r * row_height + pad_y), value, head_font if r == 0 else font)
         c.blocks.append(SyntheticBlock("table", (x0, y, x1 + 1, y1 + 1), html))
 
     table = _Graphic(row_height * len(rows) + 1, draw)
@@ -649,7 +680,7 @@ def _formula(c: _Canvas, width: int) -> _Unit | None:
         box = (mx + ink[0], y + ink[1], mx + ink[2], y + ink[3])
         if numbered:
             tag_x, tag_y = x + width - number_font.getlength(tag), y + (mask.height - number_font.size) // 2
-            c.draw.text((tag_x, tag_y), tag, font=number_font, fill=c.ink)
+            c.text((tag_x, tag_y), tag, number_font)
             tag_box = c.draw.textbbox((tag_x, tag_y), tag, font=number_font)
             box = (box[0], min(box[1], tag_box[1]), math.ceil(tag_box[2]), max(box[3], tag_box[3]))
         c.blocks.append(SyntheticBlock("equation", box, rf"\[ {latex} \]"))
@@ -815,14 +846,15 @@ def _pie(draw: ImageDraw.ImageDraw, rng: Random, box: Box, ink: tuple[int, int, 
 # --- scan-like augmentation -------------------------------------------------------------------------------
 
 
-def _augment(image: Image.Image, blocks: list[SyntheticBlock], rng: Random,
-             config: SyntheticConfig) -> tuple[Image.Image, list[SyntheticBlock]]:
-    """A slight rotation (boxes follow), paper tone and contrast, blur, sensor noise, JPEG re-encoding."""
+def _augment(image: Image.Image, blocks: list[SyntheticBlock], glyphs: list[Glyph], rng: Random,
+             config: SyntheticConfig) -> tuple[Image.Image, list[SyntheticBlock], list[Glyph]]:
+    """A slight rotation (boxes and glyphs follow), paper tone and contrast, blur, sensor noise, JPEG."""
     if config.max_rotation > 0 and rng.random() < 0.7:
         angle = rng.uniform(-config.max_rotation, config.max_rotation)
         # bilinear: half the cost of bicubic, and the softening is part of the scan look anyway
         image = image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=WHITE)
         blocks = [SyntheticBlock(b.label, _rotate_box(b.box, angle, image.size), b.content) for b in blocks]
+        glyphs = [(ch, *_rotate_point(x, y, angle, image.size)) for ch, x, y in glyphs]
     image = _tone(image, rng)
     if rng.random() < 0.5:
         image = _blur(image, centre=rng.uniform(5.0, 14.0))
@@ -830,22 +862,23 @@ def _augment(image: Image.Image, blocks: list[SyntheticBlock], rng: Random,
         image = _noise(image, np.random.default_rng(rng.getrandbits(64)), sigma=rng.uniform(2.0, 8.0))
     if rng.random() < 0.6:
         image = _jpeg(image, quality=rng.randint(40, 92))
-    return image, blocks
+    return image, blocks, glyphs
 
 
 def _rotate_box(box: Box, degrees: float, size: tuple[int, int]) -> Box:
     """Where `Image.rotate(degrees)` (counter-clockwise about the centre) takes the box: the bounding box of
     its rotated corners, clipped to the page."""
     width, height = size
-    cx, cy = width / 2, height / 2
-    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
     x1, y1, x2, y2 = box
-    xs, ys = [], []
-    for x, y in ((x1, y1), (x2, y1), (x1, y2), (x2, y2)):
-        xs.append(cx + (x - cx) * cos + (y - cy) * sin)
-        ys.append(cy - (x - cx) * sin + (y - cy) * cos)
+    xs, ys = zip(*(_rotate_point(x, y, degrees, size) for x, y in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))))
     return (max(0, math.floor(min(xs))), max(0, math.floor(min(ys))),
             min(width, math.ceil(max(xs))), min(height, math.ceil(max(ys))))
+
+
+def _rotate_point(x: float, y: float, degrees: float, size: tuple[int, int]) -> tuple[float, float]:
+    cx, cy = size[0] / 2, size[1] / 2
+    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return cx + (x - cx) * cos + (y - cy) * sin, cy - (x - cx) * sin + (y - cy) * cos
 
 
 def _tone(image: Image.Image, rng: Random) -> Image.Image:

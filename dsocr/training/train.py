@@ -53,6 +53,7 @@ from dsocr.training.data import (
     synthetic_example,
 )
 from dsocr.training.evaluate import evaluate, vision_spread
+from dsocr.training.glyphs import NUM_CLASSES, glyph_loss, sam_outputs
 from dsocr.training.lora import add_lora, merged_state_dict
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,10 @@ class TrainConfig:
     # (~0.1): at the full rate the tower's output collapses to one image-independent vector within a few
     # hundred steps, before the decoder has learnt to use it, and the model never learns to read.
     vision_lr_scale: float | None = None  # None: 0.1 from scratch, 1 when fine-tuning
+    # Weight of the glyph loss (training/glyphs.py: which characters each SAM cell shows, synthetic pages only),
+    # the vision tower's own signal from the first step. None: 0.1 from scratch, 0 (off) when fine-tuning.
+    glyph_weight: float | None = None
+    snippets: float = 0.0  # synthetic data: the share of small pages of large print (synthetic.SNIPPETS)
     mode: str = "gundam"  # the views the model is trained on (dsocr.processing.image modes)
     max_target_tokens: int = 1536
     vocab_size: int = 8192  # from scratch: the BPE tokenizer trained first...
@@ -101,6 +106,8 @@ class TrainConfig:
             raise ConfigError("steps and batch size must be >= 1 and the learning rate > 0")
         if self.model is None and self.preset not in PRESETS:
             raise ConfigError(f"preset: {self.preset!r} is not one of {', '.join(PRESETS)}")
+        if not 0.0 <= self.snippets <= 1.0:
+            raise ConfigError(f"snippets: a share in 0..1, got {self.snippets}")
 
 
 def held_out_seed(seed: int, i: int) -> int:
@@ -217,6 +224,9 @@ class Trainer:
         self.out = Path(config.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tokenizer = self._model_and_tokenizer()
+        self.glyph_weight = config.glyph_weight if config.glyph_weight is not None else (0.0 if config.model else 0.1)
+        self.glyph_head = (nn.Linear(self.model.config.sam.downsample_channels[1], NUM_CLASSES).to(self.device)
+                           if self.glyph_weight > 0 else None)  # trainer-only: never in the checkpoint
         self.step = 0
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, betas=(0.9, 0.95),
                                            fused=self.device.type == "cuda")
@@ -245,6 +255,8 @@ class Trainer:
                 if group:
                     groups.append({"params": group, "lr": cfg.lr * (vision_scale if is_vision else 1.0),
                                    "weight_decay": cfg.weight_decay if decays else 0.0})
+        if self.glyph_head is not None:
+            groups.append({"params": list(self.glyph_head.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
         return groups
 
     def _model_and_tokenizer(self) -> tuple[DeepseekOCR2ForCausalLM, Tokenizer]:
@@ -287,6 +299,8 @@ class Trainer:
         if state["config"].get("preset") != self.config.preset or state["config"].get("model") != self.config.model:
             raise ConfigError(f"{path} belongs to another run (model/preset differ); use a new output folder")
         self.model.load_state_dict(state["model"])
+        if self.glyph_head is not None:
+            self.glyph_head.load_state_dict(state["glyph_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
@@ -305,10 +319,11 @@ class Trainer:
         cfg = self.config
         start = self.step * cfg.batch_size  # a resumed run continues the same stream
         if self.pairs is None:
-            examples = SyntheticExamples(cfg.seed, cfg.prompts, start=start)
+            examples = SyntheticExamples(cfg.seed, cfg.prompts, start=start, snippets=cfg.snippets)
         else:
             examples = UserExamples(self.pairs[0], cfg.seed, start=start)
-        stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens)
+        stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens,
+                               glyphs=self.glyph_head is not None)
         loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             collate_fn=partial(collate, pad_id=self.tokenizer.pad_id),
                             persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None,
@@ -330,9 +345,11 @@ class Trainer:
             before = time.perf_counter()
             batch = next(batches).to(self.device)
             waited += time.perf_counter() - before
-            with autocast:
+            with autocast, sam_outputs(self.model) as features:
                 loss = compute_loss(self.model, batch, self.tokenizer.image_id)
-            loss.backward()
+                glyph = (glyph_loss(self.glyph_head, features, batch.glyph_classes, batch.glyph_known)
+                         if self.glyph_head is not None and batch.glyph_classes else None)
+            (loss if glyph is None else loss + self.glyph_weight * glyph).backward()
             norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                                   cfg.grad_clip)
             self.optimizer.step()
@@ -342,7 +359,9 @@ class Trainer:
             tokens += batch.num_target_tokens
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 elapsed = time.perf_counter() - start
-                self._log({"step": self.step, "loss": round(loss.item(), 4), "grad_norm": round(norm.item(), 3),
+                self._log({"step": self.step, "loss": round(loss.item(), 4),
+                           **({"glyph_loss": round(glyph.item(), 4)} if glyph is not None else {}),
+                           "grad_norm": round(norm.item(), 3),
                            "lr": self.scheduler.get_last_lr()[0], "target_tokens_per_s": round(tokens / elapsed, 1),
                            "elapsed_s": round(elapsed, 1), "data_wait_s": round(waited, 1)})
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
@@ -370,6 +389,7 @@ class Trainer:
                         state=merged_state_dict(self.model))  # bf16 like the official checkpoint
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "step": self.step,
+                 **({"glyph_head": self.glyph_head.state_dict()} if self.glyph_head is not None else {}),
                  "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()}}
         tmp = self.out / (STATE_FILE + ".tmp")
         torch.save(state, tmp)

@@ -1,0 +1,120 @@
+"""Glyph supervision: a training-only signal for a vision tower trained from scratch.
+
+The decoder's loss reaches the vision tower only once the decoder has learnt where to look, and until then
+it pushes the tower's output towards one image-independent vector (measured: docs/training.md, run 1). Here a
+linear head on SAM's output grid (one cell per 64x64 view pixels, before the flow encoder) predicts which
+characters each cell shows, from the glyph centres the synthetic generator records: a dense, local signal
+from the first step. The head lives in the trainer, never in the checkpoint; the model is unchanged.
+
+Must stay cheap in the data workers: targets are built once per image, as (cell, class) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dsocr.processing.image import ProcessingConfig, crop_grid
+
+CELL = 64  # view pixels per SAM output cell: 16 px patches, then two stride-2 convolutions
+NUM_CLASSES = 95  # printable ASCII '!'..'~' and one class for any other character
+
+Box = tuple[float, float, float, float]
+
+
+def glyph_class(ch: str) -> int:
+    code = ord(ch)
+    return code - 33 if 33 <= code <= 126 else NUM_CLASSES - 1
+
+
+@dataclass(frozen=True, slots=True)
+class GlyphTargets:
+    """One image's targets: for the global view and each crop, which classes each cell shows, and which cells
+    count (a cell touching a formula, whose mathtext glyphs are not recorded, does not)."""
+
+    global_classes: torch.Tensor  # (n_g, NUM_CLASSES) bool
+    global_known: torch.Tensor  # (n_g,) bool
+    crop_classes: torch.Tensor  # (K, n_c, NUM_CLASSES) bool
+    crop_known: torch.Tensor  # (K, n_c) bool
+
+
+def glyph_targets(glyphs: Sequence[tuple[str, float, float]], unknown: Sequence[Box], size: tuple[int, int],
+                  processing: ProcessingConfig) -> GlyphTargets:
+    """Map glyph centres and unknown regions (page pixels) onto the cells of the image's views, the way
+    `preprocess_image` cuts them: the global view is the page fitted and centred in a square, the crops tile
+    the page stretched to the grid."""
+    width, height = size
+    side = processing.base_size
+    if not processing.crop_mode and side <= processing.crop_size:
+        fit = (side / width, side / height, 0.0, 0.0)  # squashed to a square first (see global_view)
+    elif width >= height:
+        h = round(height * side / width)
+        fit = (side / width, h / height, 0.0, float(round((side - h) * 0.5)))
+    else:
+        w = round(width * side / height)
+        fit = (w / width, side / height, float(round((side - w) * 0.5)), 0.0)
+    global_classes, global_known = _view_targets(glyphs, unknown, fit, 1, 1, side)
+    grid = crop_grid(width, height, processing)
+    tile = processing.crop_size
+    if grid is None:
+        n = (tile // CELL) ** 2
+        return GlyphTargets(global_classes[0], global_known[0], torch.zeros(0, n, NUM_CLASSES, dtype=torch.bool),
+                            torch.zeros(0, n, dtype=torch.bool))
+    cols, rows = grid
+    stretch = (tile * cols / width, tile * rows / height, 0.0, 0.0)
+    crop_classes, crop_known = _view_targets(glyphs, unknown, stretch, cols, rows, tile)
+    return GlyphTargets(global_classes[0], global_known[0], crop_classes, crop_known)
+
+
+def _view_targets(glyphs: Sequence[tuple[str, float, float]], unknown: Sequence[Box],
+                  transform: tuple[float, float, float, float], cols: int, rows: int,
+                  tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets of a cols x rows tiling (row-major tiles) of the transformed page: x' = sx * x + ox, etc."""
+    sx, sy, ox, oy = transform
+    n = tile // CELL
+    classes = torch.zeros(rows * cols, n * n, NUM_CLASSES, dtype=torch.bool)
+    known = torch.ones(rows * cols, n * n, dtype=torch.bool)
+    span = (cols * n, rows * n)  # cells across the whole tiling
+    for ch, x, y in glyphs:
+        cx, cy = int((sx * x + ox) // CELL), int((sy * y + oy) // CELL)
+        if 0 <= cx < span[0] and 0 <= cy < span[1]:
+            classes[(cy // n) * cols + cx // n, (cy % n) * n + cx % n, glyph_class(ch)] = True
+    for x1, y1, x2, y2 in unknown:
+        c1, c2 = max(0, int((sx * x1 + ox) // CELL)), min(span[0] - 1, int((sx * x2 + ox) // CELL))
+        r1, r2 = max(0, int((sy * y1 + oy) // CELL)), min(span[1] - 1, int((sy * y2 + oy) // CELL))
+        for cy in range(r1, r2 + 1):
+            for cx in range(c1, c2 + 1):
+                known[(cy // n) * cols + cx // n, (cy % n) * n + cx % n] = False
+    return classes, known
+
+
+@contextmanager
+def sam_outputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect the SAM tower's outputs (V, C, h, w) during a forward pass, in call order (global views, then
+    crops: see `DeepseekOCR2Model.embed_images`)."""
+    outputs: list[torch.Tensor] = []
+    handle = model.model.sam_model.register_forward_hook(lambda module, args, out: outputs.append(out))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def glyph_loss(head: nn.Linear, features: Sequence[torch.Tensor], classes: Sequence[torch.Tensor],
+               known: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Binary cross-entropy of each known cell's classes, summed over classes, averaged over cells.
+    features[i]: (V, C, h, w); classes[i]: (V, h*w, NUM_CLASSES); known[i]: (V, h*w)."""
+    logits, targets = [], []
+    for feature, cls, ok in zip(features, classes, known):
+        cells = feature.flatten(2).transpose(1, 2)  # (V, h*w, C), row-major like the targets
+        logits.append(head(cells[ok].float()))
+        targets.append(cls[ok].float())
+    logits, target = torch.cat(logits), torch.cat(targets)
+    if not len(target):
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(target)

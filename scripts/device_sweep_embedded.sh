@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Several first chunks of the embedded model's training side by side on one leased GPU (one `run` call), then
+# the best of them continued alone (the next calls). Each variant is scripts/device_train_embedded.sh with its
+# own settings, run folder /tmp/dsocr-NAME and a share of the CPU cores; the GPU is shared.
+#
+#   first call:   VARIANTS="v1:VISION_LR_SCALE=1 v01:VISION_LR_SCALE=0.1" STEPS=9000 MINUTES=8 \
+#                     bash scripts/device_sweep_embedded.sh
+#   next calls:   RUN=$(bash scripts/device_sweep_embedded.sh best) STEPS=... MINUTES=8.5 \
+#                     bash scripts/device_train_embedded.sh
+#
+# A variant is NAME:KEY=VALUE[,KEY=VALUE...] with the keys of device_train_embedded.sh. "best" prints the run
+# folder whose decoder loss (not the glyph loss, whose weight may differ) over its last 20 logged steps is lowest.
+# The logs come back through $OUT as NAME.jsonl.
+set -euo pipefail
+OUT=${OUT:-/tmp/out}
+if [[ ${1:-} == best ]]; then
+    python3 - <<'EOF'
+import glob, json
+def recent_loss(run):
+    records = [json.loads(line) for line in open(f"{run}/train_log.jsonl")]
+    losses = [r["loss"] for r in records if "loss" in r][-20:]
+    return sum(losses) / max(1, len(losses)) if losses else float("inf")
+runs = [r.rsplit("/", 1)[0] for r in glob.glob("/tmp/dsocr-*/train_log.jsonl")]
+print(min(runs, key=recent_loss))
+EOF
+    exit 0
+fi
+mkdir -p "$OUT"
+read -r -a variants <<< "${VARIANTS:?VARIANTS=\"name:KEY=VALUE,... ...\"}"
+share=$(( ($(nproc) - 2) / ${#variants[@]} ))
+pids=()
+for variant in "${variants[@]}"; do
+    name=${variant%%:*}
+    settings=${variant#*:}
+    (
+        IFS=, read -r -a pairs <<< "$settings"
+        for pair in "${pairs[@]}"; do export "${pair?}"; done
+        RUN=/tmp/dsocr-$name OUT=/tmp/out-$name WORKERS=$share bash scripts/device_train_embedded.sh \
+            > "/tmp/sweep-$name.log" 2>&1
+    ) &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for variant in "${variants[@]}"; do
+    name=${variant%%:*}
+    cp "/tmp/dsocr-$name/train_log.jsonl" "$OUT/$name.jsonl" || true
+    echo "== $name ($variant)"
+    tail -4 "/tmp/sweep-$name.log"
+done
+echo "best: $(bash "$0" best)"
+exit $status
