@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--vision-lr-scale", type=float, default=0.1)
     parser.add_argument("--glyph-weight", type=float, default=0.1, help="snippets only (lines have no glyphs)")
+    parser.add_argument("--align-weight", type=float, default=1.0, help="snippets only")
     parser.add_argument("--words", type=int, default=300, help="lines: the vocabulary")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -79,11 +80,13 @@ def main() -> None:
         lines = make_lines(data, 4000, words, seed=0)
         (data / "data.jsonl").write_text("\n".join(
             json.dumps({"image": name, "text": text, "prompt": "free"}) for name, text in lines))
-        config = training.TrainConfig(**common, data=str(data / "data.jsonl"), eval_fraction=0.02, glyph_weight=0)
+        config = training.TrainConfig(**common, data=str(data / "data.jsonl"), eval_fraction=0.02, glyph_weight=0,
+                                      align_weight=0)
         held_out = [Example(Image.open(data / name).convert("RGB"), "free", text)
                     for name, text in make_lines(data, 20, words, seed=1)]
     else:
-        config = training.TrainConfig(**common, prompts=("free",), snippets=1.0, glyph_weight=args.glyph_weight)
+        config = training.TrainConfig(**common, prompts=("free",), snippets=1.0, glyph_weight=args.glyph_weight,
+                                      align_weight=args.align_weight)
         held_out = [page_example(generate_page(training.held_out_seed(0, i), SNIPPETS), "free") for i in range(20)]
     trainer = training.Trainer(config, on_log=lambda record: print(json.dumps(record), flush=True))
     trainer.train()

@@ -67,6 +67,11 @@ class Tokenizer:
         """Ids of `text` without BOS/EOS; added tokens such as `<|grounding|>` become single ids."""
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode` plus each token's (start, end) character span in `text`."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        return encoding.ids, encoding.offsets
+
     def encode_prompt(self, prompt: str, image_token_counts: Sequence[int]) -> list[int]:
         """BOS + prompt ids with each `<image>` expanded to its image's number of image tokens."""
         pieces = prompt.split(IMAGE_TOKEN)

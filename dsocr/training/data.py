@@ -26,6 +26,7 @@ from dsocr.errors import ConfigError, InputError
 from dsocr.processing.image import ImageInputs, ProcessingConfig, load_image, preprocess_image
 from dsocr.processing.prompts import resolve_prompt
 from dsocr.processing.tokenizer import Tokenizer
+from dsocr.training.alignment import Guide, RowGuides, row_guides, token_guides
 from dsocr.training.glyphs import CELL, NUM_CLASSES, Box, GlyphTargets, glyph_targets
 
 if TYPE_CHECKING:  # the generator needs matplotlib (the `train` extra)
@@ -55,16 +56,23 @@ class Encoded:
     input_ids: list[int]  # prompt (image tokens expanded) + target + EOS
     prompt_length: int  # the loss starts here
     glyphs: GlyphTargets | None = None  # when the trainer asked for them and the example has glyphs
+    guides: list[Guide] = field(default_factory=list)  # where each target token is shown (alignment.py)
 
 
 def encode(example: Example, tokenizer: Tokenizer, processing: ProcessingConfig, max_target_tokens: int,
            inputs: ImageInputs | None = None, glyphs: GlyphTargets | None = None) -> Encoded:
     """`inputs` (and `glyphs`): the image's views (and glyph targets) when already made (one page rendered
-    for several prompts)."""
+    for several prompts). With glyph targets, the target tokens' guides too."""
     inputs = inputs or preprocess_image(example.image, processing)
     prompt_ids = tokenizer.encode_prompt(resolve_prompt(example.prompt), [inputs.num_image_tokens])
-    target_ids = tokenizer.encode(example.target)[:max_target_tokens] + [tokenizer.eos_id]
-    return Encoded(inputs.global_pixels, inputs.crop_pixels, prompt_ids + target_ids, len(prompt_ids), glyphs)
+    target_ids, offsets = tokenizer.encode_with_offsets(example.target)
+    target_ids, offsets = target_ids[:max_target_tokens], offsets[:max_target_tokens]
+    guides = []
+    if glyphs is not None and example.glyphs:
+        guides = token_guides(example.target, offsets, "".join(g[0] for g in example.glyphs), glyphs.visual_tokens,
+                              image_start=prompt_ids.index(tokenizer.image_id), first_query=len(prompt_ids) - 1)
+    return Encoded(inputs.global_pixels, inputs.crop_pixels, prompt_ids + target_ids + [tokenizer.eos_id],
+                   len(prompt_ids), glyphs, guides)
 
 
 def encode_glyphs(example: Example, processing: ProcessingConfig) -> GlyphTargets | None:
@@ -86,6 +94,7 @@ class Batch:
     # NUM_CLASSES) bool with (V, cells) bool saying which cells count (none of an image without glyphs).
     glyph_classes: list[torch.Tensor] = field(default_factory=list)
     glyph_known: list[torch.Tensor] = field(default_factory=list)
+    guides: list[RowGuides] = field(default_factory=list)  # the target tokens' guides, per row that has some
 
     def to(self, device: torch.device) -> Batch:
         return self._map(lambda t: t.to(device, non_blocking=True))
@@ -96,7 +105,7 @@ class Batch:
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
         return Batch(fn(self.global_views), fn(self.crops), self.num_crops, self.image_of_row, fn(self.input_ids),
                      fn(self.labels), self.num_target_tokens, [fn(t) for t in self.glyph_classes],
-                     [fn(t) for t in self.glyph_known])
+                     [fn(t) for t in self.glyph_known], [g.map(fn) for g in self.guides])
 
 
 def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
@@ -121,6 +130,7 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
                   image_of_row, ids, labels, int((labels != IGNORE).sum()))
     if any(e.glyphs is not None for e in firsts):
         batch.glyph_classes, batch.glyph_known = _collate_glyphs(firsts, batch)
+    batch.guides = row_guides([e.guides for e in items])
     return batch
 
 

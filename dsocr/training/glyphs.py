@@ -35,12 +35,15 @@ def glyph_class(ch: str) -> int:
 @dataclass(frozen=True, slots=True)
 class GlyphTargets:
     """One image's targets: for the global view and each crop, which classes each cell shows, and which cells
-    count (a cell touching a formula, whose mathtext glyphs are not recorded, does not)."""
+    count (a cell touching a formula, whose mathtext glyphs are not recorded, does not); and for each glyph,
+    the visual tokens that show it (indices into the image's visual sequence: crops row-major, then the
+    global view), for the alignment loss (alignment.py)."""
 
     global_classes: torch.Tensor  # (n_g, NUM_CLASSES) bool
     global_known: torch.Tensor  # (n_g,) bool
     crop_classes: torch.Tensor  # (K, n_c, NUM_CLASSES) bool
     crop_known: torch.Tensor  # (K, n_c) bool
+    visual_tokens: tuple[tuple[int, ...], ...] = ()  # per glyph
 
 
 def glyph_targets(glyphs: Sequence[tuple[str, float, float]], unknown: Sequence[Box], size: tuple[int, int],
@@ -49,7 +52,7 @@ def glyph_targets(glyphs: Sequence[tuple[str, float, float]], unknown: Sequence[
     `preprocess_image` cuts them: the global view is the page fitted and centred in a square, the crops tile
     the page stretched to the grid."""
     width, height = size
-    side = processing.base_size
+    side, tile = processing.base_size, processing.crop_size
     if not processing.crop_mode and side <= processing.crop_size:
         fit = (side / width, side / height, 0.0, 0.0)  # squashed to a square first (see global_view)
     elif width >= height:
@@ -58,39 +61,56 @@ def glyph_targets(glyphs: Sequence[tuple[str, float, float]], unknown: Sequence[
     else:
         w = round(width * side / height)
         fit = (w / width, side / height, float(round((side - w) * 0.5)), 0.0)
-    global_classes, global_known = _view_targets(glyphs, unknown, fit, 1, 1, side)
+    global_cells = _cells(glyphs, fit, 1, 1, side)
+    global_classes, global_known = _view_targets(glyphs, global_cells, unknown, fit, 1, 1, side)
     grid = crop_grid(width, height, processing)
-    tile = processing.crop_size
+    n_crop = (tile // CELL) ** 2
     if grid is None:
-        n = (tile // CELL) ** 2
-        return GlyphTargets(global_classes[0], global_known[0], torch.zeros(0, n, NUM_CLASSES, dtype=torch.bool),
-                            torch.zeros(0, n, dtype=torch.bool))
+        return GlyphTargets(global_classes[0], global_known[0], torch.zeros(0, n_crop, NUM_CLASSES, dtype=torch.bool),
+                            torch.zeros(0, n_crop, dtype=torch.bool),
+                            tuple((() if g is None else (g,)) for g in global_cells))
     cols, rows = grid
     stretch = (tile * cols / width, tile * rows / height, 0.0, 0.0)
-    crop_classes, crop_known = _view_targets(glyphs, unknown, stretch, cols, rows, tile)
-    return GlyphTargets(global_classes[0], global_known[0], crop_classes, crop_known)
+    crop_cells = _cells(glyphs, stretch, cols, rows, tile)
+    crop_classes, crop_known = _view_targets(glyphs, crop_cells, unknown, stretch, cols, rows, tile)
+    offset = cols * rows * n_crop  # the global view's tokens follow the crops'
+    visual = tuple(tuple(i for i in (c, None if g is None else offset + g) if i is not None)
+                   for c, g in zip(crop_cells, global_cells))
+    return GlyphTargets(global_classes[0], global_known[0], crop_classes, crop_known, visual)
 
 
-def _view_targets(glyphs: Sequence[tuple[str, float, float]], unknown: Sequence[Box],
-                  transform: tuple[float, float, float, float], cols: int, rows: int,
-                  tile: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets of a cols x rows tiling (row-major tiles) of the transformed page: x' = sx * x + ox, etc."""
+def _cells(glyphs: Sequence[tuple[str, float, float]], transform: tuple[float, float, float, float], cols: int,
+           rows: int, tile: int) -> list[int | None]:
+    """Each glyph's cell as (tile index * cells per tile + cell index) in a cols x rows tiling (row-major
+    tiles) of the transformed page (x' = sx * x + ox, etc.); None off the tiling."""
     sx, sy, ox, oy = transform
     n = tile // CELL
-    classes = torch.zeros(rows * cols, n * n, NUM_CLASSES, dtype=torch.bool)
-    known = torch.ones(rows * cols, n * n, dtype=torch.bool)
-    span = (cols * n, rows * n)  # cells across the whole tiling
-    for ch, x, y in glyphs:
+    out: list[int | None] = []
+    for _, x, y in glyphs:
         cx, cy = int((sx * x + ox) // CELL), int((sy * y + oy) // CELL)
-        if 0 <= cx < span[0] and 0 <= cy < span[1]:
-            classes[(cy // n) * cols + cx // n, (cy % n) * n + cx % n, glyph_class(ch)] = True
+        inside = 0 <= cx < cols * n and 0 <= cy < rows * n
+        out.append(((cy // n) * cols + cx // n) * n * n + (cy % n) * n + cx % n if inside else None)
+    return out
+
+
+def _view_targets(glyphs: Sequence[tuple[str, float, float]], cells: Sequence[int | None], unknown: Sequence[Box],
+                  transform: tuple[float, float, float, float], cols: int, rows: int,
+                  tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    sx, sy, ox, oy = transform
+    n = tile // CELL
+    classes = torch.zeros(rows * cols * n * n, NUM_CLASSES, dtype=torch.bool)
+    known = torch.ones(rows * cols, n * n, dtype=torch.bool)
+    for (ch, _, _), cell in zip(glyphs, cells):
+        if cell is not None:
+            classes[cell, glyph_class(ch)] = True
+    span = (cols * n, rows * n)  # cells across the whole tiling
     for x1, y1, x2, y2 in unknown:
         c1, c2 = max(0, int((sx * x1 + ox) // CELL)), min(span[0] - 1, int((sx * x2 + ox) // CELL))
         r1, r2 = max(0, int((sy * y1 + oy) // CELL)), min(span[1] - 1, int((sy * y2 + oy) // CELL))
         for cy in range(r1, r2 + 1):
             for cx in range(c1, c2 + 1):
                 known[(cy // n) * cols + cx // n, (cy % n) * n + cx % n] = False
-    return classes, known
+    return classes.view(rows * cols, n * n, NUM_CLASSES), known
 
 
 @contextmanager

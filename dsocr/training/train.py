@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -40,6 +40,7 @@ from dsocr.model.weights import build_model, load_model, save_checkpoint
 from dsocr.processing.image import normalize as normalize_pixels
 from dsocr.processing.image import processing_config_for_mode
 from dsocr.processing.tokenizer import Tokenizer
+from dsocr.training.alignment import alignment_loss, attention_inputs
 from dsocr.training.data import (
     IGNORE,
     Batch,
@@ -85,6 +86,11 @@ class TrainConfig:
     # Weight of the glyph loss (training/glyphs.py: which characters each SAM cell shows, synthetic pages only),
     # the vision tower's own signal from the first step. None: 0.1 from scratch, 0 (off) when fine-tuning.
     glyph_weight: float | None = None
+    # Weight of the alignment loss (training/alignment.py, synthetic pages only): decoder layer align_layers[1]'s
+    # attention on the visual tokens that show the token it predicts, layer align_layers[0]'s on those of the
+    # token it reads. None: 1 from scratch, 0 when fine-tuning.
+    align_weight: float | None = None
+    align_layers: tuple[int, int] = (0, 1)
     snippets: float = 0.0  # synthetic data: the share of small pages of large print (synthetic.SNIPPETS)
     mode: str = "gundam"  # the views the model is trained on (dsocr.processing.image modes)
     max_target_tokens: int = 1536
@@ -227,6 +233,10 @@ class Trainer:
         self.glyph_weight = config.glyph_weight if config.glyph_weight is not None else (0.0 if config.model else 0.1)
         self.glyph_head = (nn.Linear(self.model.config.sam.downsample_channels[1], NUM_CLASSES).to(self.device)
                            if self.glyph_weight > 0 else None)  # trainer-only: never in the checkpoint
+        self.align_weight = config.align_weight if config.align_weight is not None else (0.0 if config.model else 1.0)
+        if self.align_weight and not all(0 <= i < len(self.model.model.layers) for i in config.align_layers):
+            raise ConfigError(f"align_layers: the decoder has {len(self.model.model.layers)} layers, "
+                              f"got {config.align_layers}")
         self.step = 0
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr, betas=(0.9, 0.95),
                                            fused=self.device.type == "cuda")
@@ -323,7 +333,7 @@ class Trainer:
         else:
             examples = UserExamples(self.pairs[0], cfg.seed, start=start)
         stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens,
-                               glyphs=self.glyph_head is not None)
+                               glyphs=self.glyph_head is not None or self.align_weight > 0)
         loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             collate_fn=partial(collate, pad_id=self.tokenizer.pad_id),
                             persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None,
@@ -345,11 +355,14 @@ class Trainer:
             before = time.perf_counter()
             batch = next(batches).to(self.device)
             waited += time.perf_counter() - before
-            with autocast, sam_outputs(self.model) as features:
-                loss = compute_loss(self.model, batch, self.tokenizer.image_id)
-                glyph = (glyph_loss(self.glyph_head, features, batch.glyph_classes, batch.glyph_known)
-                         if self.glyph_head is not None and batch.glyph_classes else None)
-            (loss if glyph is None else loss + self.glyph_weight * glyph).backward()
+            with autocast:
+                loss, glyph, align = self._losses(batch)
+            total = loss
+            if glyph is not None:
+                total = total + self.glyph_weight * glyph
+            if align is not None:
+                total = total + self.align_weight * align
+            total.backward()
             norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
                                                   cfg.grad_clip)
             self.optimizer.step()
@@ -361,6 +374,7 @@ class Trainer:
                 elapsed = time.perf_counter() - start
                 self._log({"step": self.step, "loss": round(loss.item(), 4),
                            **({"glyph_loss": round(glyph.item(), 4)} if glyph is not None else {}),
+                           **({"align_loss": round(align.item(), 4)} if align is not None else {}),
                            "grad_norm": round(norm.item(), 3),
                            "lr": self.scheduler.get_last_lr()[0], "target_tokens_per_s": round(tokens / elapsed, 1),
                            "elapsed_s": round(elapsed, 1), "data_wait_s": round(waited, 1)})
@@ -370,6 +384,24 @@ class Trainer:
                 self._log({"step": self.step, "vision_spread": self.vision_spread()})  # cheap: a collapse shows
                 self.save()
         return self.out
+
+    def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The decoder's loss, and the glyph and alignment losses where they are on and the batch has their
+        targets (synthetic pages)."""
+        reads, predicts = (self.model.model.layers[i] for i in self.config.align_layers)
+        with ExitStack() as stack:
+            features = stack.enter_context(sam_outputs(self.model)) if self.glyph_head is not None else []
+            if self.align_weight:
+                read_inputs = stack.enter_context(attention_inputs(reads))
+                predict_inputs = stack.enter_context(attention_inputs(predicts))
+            loss = compute_loss(self.model, batch, self.tokenizer.image_id)
+        glyph = align = None
+        if self.glyph_head is not None and batch.glyph_classes:
+            glyph = glyph_loss(self.glyph_head, features, batch.glyph_classes, batch.glyph_known)
+        if self.align_weight and batch.guides:
+            align = (alignment_loss(reads, read_inputs[0], batch.guides, shift=1)
+                     + alignment_loss(predicts, predict_inputs[0], batch.guides)) / 2
+        return loss, glyph, align
 
     def evaluate(self):
         self.model.eval()

@@ -103,16 +103,17 @@ def test_the_glyph_loss_reaches_the_vision_tower_through_the_hook() -> None:
 
 
 @pytest.mark.slow
-def test_the_trainer_adds_the_glyph_loss_and_keeps_its_head_out_of_the_checkpoint(tmp_path: Path) -> None:
+def test_the_trainer_adds_the_glyph_and_alignment_losses_and_keeps_the_head_out_of_the_checkpoint(tmp_path: Path) -> None:
     from dsocr.model.weights import load_model
     from dsocr.training.train import TrainConfig, Trainer
 
     common = {"output_dir": tmp_path, "preset": "tiny", "batch_size": 2, "vocab_size": 400, "tokenizer_pages": 4,
               "eval_every": 1000, "eval_pages": 1, "eval_max_tokens": 8, "log_every": 2, "workers": 0,
               "mode": "base", "device": "cpu", "prompts": ("free",), "snippets": 1.0, "max_target_tokens": 32}
-    Trainer(TrainConfig(steps=4, save_every=4, **common)).train()  # from scratch: the glyph loss is on by default
+    Trainer(TrainConfig(steps=4, save_every=4, **common)).train()  # from scratch: both losses are on by default
     records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "glyph_loss" in r] == [2, 4]
+    assert [r["step"] for r in records if "align_loss" in r] == [2, 4]
     state = torch.load(tmp_path / "trainer_state.pt", weights_only=False)
     resumed = Trainer(TrainConfig(steps=6, save_every=6, **common))
     assert resumed.step == 4
