@@ -394,9 +394,9 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
 @click.option("--glyph-weight", type=click.FloatRange(min=0), default=None,
               help="Weight of the glyph loss on synthetic pages: which characters each vision cell shows, the "
                    "vision tower's own signal from the first step (default: 0.1 from scratch, 0 when fine-tuning).")
-@click.option("--align-weight", type=click.FloatRange(min=0), default=None,
-              help="Weight of the alignment loss on synthetic pages: one decoder layer's attention on the image "
-                   "cells showing the token it predicts (default: 1 from scratch, 0 when fine-tuning).")
+@click.option("--align-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of the alignment loss on synthetic pages (experimental): two decoder layers' attention "
+                   "on the image cells showing the token read and the token predicted.")
 @click.option("--snippets", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,
               help="Synthetic data: the share of small pages of a few large lines (where reading starts).")
 @click.option("--mode", type=click.Choice(["gundam", "base"]), default="gundam", show_default=True,
@@ -412,7 +412,7 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
               help="Minutes: save and stop when reached (rerun the command to go on).")
 def train(output_dir: Path, model: str | None, preset: str, data: str | None, steps: int, batch_size: int,
           lr: float, warmup_steps: int, lora_rank: int, freeze_vision: bool, vision_lr_scale: float | None,
-          glyph_weight: float | None, align_weight: float | None, snippets: float, mode: str, eval_every: int, eval_pages: int, save_every: int, workers: int,
+          glyph_weight: float | None, align_weight: float, snippets: float, mode: str, eval_every: int, eval_pages: int, save_every: int, workers: int,
           seed: int, device: str, time_limit: float | None) -> None:
     """Train a model (from scratch) or fine-tune one (LoRA or full) on (image, text) pairs.
 

@@ -8,9 +8,10 @@
 #   next calls:   RUN=$(bash scripts/device_sweep_embedded.sh best) STEPS=... MINUTES=8.5 \
 #                     bash scripts/device_train_embedded.sh
 #
-# A variant is NAME:KEY=VALUE[,KEY=VALUE...] with the keys of device_train_embedded.sh. "best" prints the run
-# folder whose decoder loss (not the glyph loss, whose weight may differ) over its last 20 logged steps is lowest.
-# The logs come back through $OUT as NAME.jsonl.
+# A variant is NAME:KEY=VALUE[,KEY=VALUE...] with the keys of device_train_embedded.sh. At the end each
+# variant's reading of two held-out snippets is shown (scripts/show_reading.py). "best" prints the run folder
+# whose decoder loss over its last 20 logged steps is lowest: a fair choice only between variants whose extra
+# losses do not differ. The logs come back through $OUT as NAME.jsonl.
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
 if [[ ${1:-} == best ]]; then
@@ -47,6 +48,8 @@ for variant in "${variants[@]}"; do
     cp "/tmp/dsocr-$name/train_log.jsonl" "$OUT/$name.jsonl" || true
     echo "== $name ($variant)"
     tail -4 "/tmp/sweep-$name.log"
+    PYTHONPATH=$PWD timeout 60 python3 scripts/show_reading.py "/tmp/dsocr-$name" --snippets 2 --pages 0 \
+        --chars 120 2>&1 | tail -6 || true
 done
 echo "best: $(bash "$0" best)"
 exit $status

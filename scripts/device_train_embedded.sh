@@ -10,7 +10,7 @@
 #   new lease:    INIT=embedded-ckpt STEPS=... MINUTES=... bash scripts/device_train_embedded.sh  (carry: embedded-ckpt)
 #
 # The vision tower trains at the full rate here (VISION_LR_SCALE=1): the glyph loss (GLYPH_WEIGHT=0.1) keeps
-# it from collapsing (docs/training.md, run 2). ALIGN_WEIGHT=1, SNIPPETS=0.5 by default. They are passed
+# it from collapsing (docs/training.md, run 2). ALIGN_WEIGHT=0, SNIPPETS=0.5 by default. They are passed
 # explicitly so that a warm restart (a fine-tuning run as far as `dsocr train` knows) keeps them.
 #
 # STEPS is the length of the learning-rate schedule (warmup, then cosine to 10%); a chunk stops at STEPS or after
@@ -30,12 +30,12 @@ if [[ ! -f $RUN/trainer_state.pt && -n ${INIT:-} ]]; then
     echo "no run state on this machine: warm restart from $INIT"
 fi
 echo "train $RUN: vision_lr_scale=${VISION_LR_SCALE:-1} glyph_weight=${GLYPH_WEIGHT:-0.1}" \
-    "align_weight=${ALIGN_WEIGHT:-1} snippets=${SNIPPETS:-0.5} workers=$WORKERS"
+    "align_weight=${ALIGN_WEIGHT:-0} snippets=${SNIPPETS:-0.5} workers=$WORKERS"
 python3 -m dsocr train -o "$RUN" "${from[@]}" --preset embedded --steps "${STEPS:-12000}" \
     --batch-size "${BATCH:-32}" --lr "${LR:-1e-3}" --warmup-steps "${WARMUP:-300}" --workers "$WORKERS" \
     --time-limit "${MINUTES:-8.5}" --eval-every 1000000 --eval-pages "${EVAL_PAGES:-4}" --save-every 1000 \
     --vision-lr-scale "${VISION_LR_SCALE:-1}" --glyph-weight "${GLYPH_WEIGHT:-0.1}" \
-    --align-weight "${ALIGN_WEIGHT:-1}" --snippets "${SNIPPETS:-0.5}" \
+    --align-weight "${ALIGN_WEIGHT:-0}" --snippets "${SNIPPETS:-0.5}" \
     --device cuda
 cp "$RUN"/*.safetensors "$RUN"/config.json "$RUN"/model.safetensors.index.json "$RUN"/tokenizer.json \
     "$RUN"/train_log.jsonl "$OUT"/

@@ -1,7 +1,7 @@
 """The CPU gate before a GPU training run: does a small model of our architecture learn to read from scratch?
 
     python scripts/reading_probe.py OUT [--task snippets|lines] [--steps 2500] [--vision-lr-scale 0.1]
-                                        [--glyph-weight 0.1] [--words 300] [--threads 1]
+                                        [--glyph-weight 0.1] [--align-weight 0] [--words 300] [--threads 1]
 
 Trains a 1.8M-parameter model (SAM 64 x 4 blocks at 384 px, flow encoder and decoder 128 wide, 2 layers each)
 with `dsocr train`'s own loop, on synthetic snippets (small pages of a few large lines, plain-text target, the
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--vision-lr-scale", type=float, default=0.1)
     parser.add_argument("--glyph-weight", type=float, default=0.1, help="snippets only (lines have no glyphs)")
-    parser.add_argument("--align-weight", type=float, default=1.0, help="snippets only")
+    parser.add_argument("--align-weight", type=float, default=0.0, help="snippets only")
     parser.add_argument("--words", type=int, default=300, help="lines: the vocabulary")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -89,8 +89,13 @@ def _cells(glyphs: Sequence[tuple[str, float, float]], transform: tuple[float, f
     for _, x, y in glyphs:
         cx, cy = int((sx * x + ox) // CELL), int((sy * y + oy) // CELL)
         inside = 0 <= cx < cols * n and 0 <= cy < rows * n
-        out.append(((cy // n) * cols + cx // n) * n * n + (cy % n) * n + cx % n if inside else None)
+        out.append(_flat(cx, cy, n, cols) if inside else None)
     return out
+
+
+def _flat(cx: int, cy: int, n: int, cols: int) -> int:
+    """Cell (cx, cy) of the whole tiling -> tile index * n * n + cell index within the tile (both row-major)."""
+    return ((cy // n) * cols + cx // n) * n * n + (cy % n) * n + cx % n
 
 
 def _view_targets(glyphs: Sequence[tuple[str, float, float]], cells: Sequence[int | None], unknown: Sequence[Box],
@@ -99,7 +104,7 @@ def _view_targets(glyphs: Sequence[tuple[str, float, float]], cells: Sequence[in
     sx, sy, ox, oy = transform
     n = tile // CELL
     classes = torch.zeros(rows * cols * n * n, NUM_CLASSES, dtype=torch.bool)
-    known = torch.ones(rows * cols, n * n, dtype=torch.bool)
+    known = torch.ones(rows * cols * n * n, dtype=torch.bool)
     for (ch, _, _), cell in zip(glyphs, cells):
         if cell is not None:
             classes[cell, glyph_class(ch)] = True
@@ -109,8 +114,8 @@ def _view_targets(glyphs: Sequence[tuple[str, float, float]], cells: Sequence[in
         r1, r2 = max(0, int((sy * y1 + oy) // CELL)), min(span[1] - 1, int((sy * y2 + oy) // CELL))
         for cy in range(r1, r2 + 1):
             for cx in range(c1, c2 + 1):
-                known[(cy // n) * cols + cx // n, (cy % n) * n + cx % n] = False
-    return classes.view(rows * cols, n * n, NUM_CLASSES), known
+                known[_flat(cx, cy, n, cols)] = False
+    return classes.view(rows * cols, n * n, NUM_CLASSES), known.view(rows * cols, n * n)
 
 
 @contextmanager

@@ -88,8 +88,8 @@ class TrainConfig:
     glyph_weight: float | None = None
     # Weight of the alignment loss (training/alignment.py, synthetic pages only): decoder layer align_layers[1]'s
     # attention on the visual tokens that show the token it predicts, layer align_layers[0]'s on those of the
-    # token it reads. None: 1 from scratch, 0 when fine-tuning.
-    align_weight: float | None = None
+    # token it reads. Off by default: on the CPU probe it slowed learning (docs/training.md, run 2).
+    align_weight: float = 0.0
     align_layers: tuple[int, int] = (0, 1)
     snippets: float = 0.0  # synthetic data: the share of small pages of large print (synthetic.SNIPPETS)
     mode: str = "gundam"  # the views the model is trained on (dsocr.processing.image modes)
@@ -233,7 +233,7 @@ class Trainer:
         self.glyph_weight = config.glyph_weight if config.glyph_weight is not None else (0.0 if config.model else 0.1)
         self.glyph_head = (nn.Linear(self.model.config.sam.downsample_channels[1], NUM_CLASSES).to(self.device)
                            if self.glyph_weight > 0 else None)  # trainer-only: never in the checkpoint
-        self.align_weight = config.align_weight if config.align_weight is not None else (0.0 if config.model else 1.0)
+        self.align_weight = config.align_weight
         if self.align_weight and not all(0 <= i < len(self.model.model.layers) for i in config.align_layers):
             raise ConfigError(f"align_layers: the decoder has {len(self.model.model.layers)} layers, "
                               f"got {config.align_layers}")

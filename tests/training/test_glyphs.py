@@ -109,8 +109,9 @@ def test_the_trainer_adds_the_glyph_and_alignment_losses_and_keeps_the_head_out_
 
     common = {"output_dir": tmp_path, "preset": "tiny", "batch_size": 2, "vocab_size": 400, "tokenizer_pages": 4,
               "eval_every": 1000, "eval_pages": 1, "eval_max_tokens": 8, "log_every": 2, "workers": 0,
-              "mode": "base", "device": "cpu", "prompts": ("free",), "snippets": 1.0, "max_target_tokens": 32}
-    Trainer(TrainConfig(steps=4, save_every=4, **common)).train()  # from scratch: both losses are on by default
+              "mode": "base", "device": "cpu", "prompts": ("free",), "snippets": 1.0, "max_target_tokens": 32,
+              "align_weight": 1.0}
+    Trainer(TrainConfig(steps=4, save_every=4, **common)).train()  # from scratch: the glyph loss is on by default
     records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "glyph_loss" in r] == [2, 4]
     assert [r["step"] for r in records if "align_loss" in r] == [2, 4]
@@ -120,4 +121,5 @@ def test_the_trainer_adds_the_glyph_and_alignment_losses_and_keeps_the_head_out_
     torch.testing.assert_close(resumed.glyph_head.weight, state["glyph_head"]["weight"])
     resumed.train()
     assert load_model(tmp_path) is not None  # strict official names: no glyph head in the checkpoint
-    assert Trainer(TrainConfig(steps=1, glyph_weight=0.0, **{**common, "output_dir": tmp_path / "off"})).glyph_head is None
+    off = Trainer(TrainConfig(steps=1, glyph_weight=0.0, **{**common, "output_dir": tmp_path / "off"}))
+    assert off.glyph_head is None
