@@ -412,8 +412,9 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
               help="Minutes: save and stop when reached (rerun the command to go on).")
 def train(output_dir: Path, model: str | None, preset: str, data: str | None, steps: int, batch_size: int,
           lr: float, warmup_steps: int, lora_rank: int, freeze_vision: bool, vision_lr_scale: float | None,
-          glyph_weight: float | None, align_weight: float, snippets: float, mode: str, eval_every: int, eval_pages: int, save_every: int, workers: int,
-          seed: int, device: str, time_limit: float | None) -> None:
+          glyph_weight: float | None, align_weight: float, snippets: float, mode: str, eval_every: int,
+          eval_pages: int, save_every: int, workers: int, seed: int, device: str,
+          time_limit: float | None) -> None:
     """Train a model (from scratch) or fine-tune one (LoRA or full) on (image, text) pairs.
 
     An existing run folder is resumed from its last saved step."""

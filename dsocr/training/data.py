@@ -30,7 +30,7 @@ from dsocr.training.alignment import Guide, RowGuides, row_guides, token_guides
 from dsocr.training.glyphs import CELL, NUM_CLASSES, Box, GlyphTargets, glyph_targets
 
 if TYPE_CHECKING:  # the generator needs matplotlib (the `train` extra)
-    from dsocr.training.synthetic import Glyph, SyntheticConfig, SyntheticPage
+    from dsocr.training.synthetic import Glyph, SyntheticPage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 IGNORE = -100  # label of positions that carry no loss (prompt, image, padding)
@@ -178,21 +178,19 @@ def _indices(start: int) -> Iterator[int]:
 class SyntheticExamples(IterableDataset):
     """An endless stream of synthetic pages, each rendered once and given with every prompt in turn (rendering
     and view-making are the data's cost): examples i*P .. i*P+P-1 of the run are page `seed * 10^9 + i`, drawn
-    with `config`, or as a snippet (synthetic.SNIPPETS) for a `snippets` share of the pages."""
+    as a full page or, for a `snippets` share of the pages, as a snippet (synthetic.SNIPPETS)."""
 
-    def __init__(self, seed: int, prompts: Sequence[str], start: int = 0,
-                 config: SyntheticConfig | None = None, snippets: float = 0.0) -> None:
-        self.seed, self.prompts, self.config, self.snippets = seed, tuple(prompts), config, snippets
+    def __init__(self, seed: int, prompts: Sequence[str], start: int = 0, snippets: float = 0.0) -> None:
+        self.seed, self.prompts, self.snippets = seed, tuple(prompts), snippets
         self.start = start // len(self.prompts)  # in pages
 
     def __iter__(self) -> Iterator[Example]:
         from dsocr.training.synthetic import SNIPPETS, SyntheticConfig, generate_page
 
-        config = self.config or SyntheticConfig()
         for index in _indices(self.start):
             seed = self.seed * 10**9 + index
             snippet = self.snippets and Random(seed).random() < self.snippets
-            page = generate_page(seed, SNIPPETS if snippet else config)
+            page = generate_page(seed, SNIPPETS if snippet else SyntheticConfig())
             for prompt in self.prompts:
                 yield page_example(page, prompt)
 

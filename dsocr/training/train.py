@@ -388,19 +388,17 @@ class Trainer:
     def _losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The decoder's loss, and the glyph and alignment losses where they are on and the batch has their
         targets (synthetic pages)."""
-        reads, predicts = (self.model.model.layers[i] for i in self.config.align_layers)
+        layers = [self.model.model.layers[i] for i in self.config.align_layers] if self.align_weight else []
         with ExitStack() as stack:
             features = stack.enter_context(sam_outputs(self.model)) if self.glyph_head is not None else []
-            if self.align_weight:
-                read_inputs = stack.enter_context(attention_inputs(reads))
-                predict_inputs = stack.enter_context(attention_inputs(predicts))
+            inputs = [stack.enter_context(attention_inputs(layer)) for layer in layers]  # (reads, predicts)
             loss = compute_loss(self.model, batch, self.tokenizer.image_id)
         glyph = align = None
         if self.glyph_head is not None and batch.glyph_classes:
             glyph = glyph_loss(self.glyph_head, features, batch.glyph_classes, batch.glyph_known)
-        if self.align_weight and batch.guides:
-            align = (alignment_loss(reads, read_inputs[0], batch.guides, shift=1)
-                     + alignment_loss(predicts, predict_inputs[0], batch.guides)) / 2
+        if layers and batch.guides:
+            align = (alignment_loss(layers[0], inputs[0][0], batch.guides, shift=1)
+                     + alignment_loss(layers[1], inputs[1][0], batch.guides)) / 2
         return loss, glyph, align
 
     def evaluate(self):
