@@ -399,6 +399,11 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
                    "on the image cells showing the token read and the token predicted.")
 @click.option("--snippets", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,
               help="Synthetic data: the share of small pages of a few large lines (where reading starts).")
+@click.option("--snippet-fonts", type=(click.IntRange(6, 200), click.IntRange(6, 200)), default=None,
+              metavar="LO HI", help="The snippets' body text size in px (default 16 30): larger print is easier.")
+@click.option("--query-positions", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="From scratch (experimental): the causal-flow query tables start as 2D position codes of this "
+                   "size (0: random), so the decoder knows where on the view each visual token is.")
 @click.option("--mode", type=click.Choice(["gundam", "base"]), default="gundam", show_default=True,
               help="The views the model learns from (crops + global view, or the global view only).")
 @click.option("--eval-every", type=click.IntRange(min=1), default=250, show_default=True)
@@ -412,7 +417,8 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
               help="Minutes: save and stop when reached (rerun the command to go on).")
 def train(output_dir: Path, model: str | None, preset: str, data: str | None, steps: int, batch_size: int,
           lr: float, warmup_steps: int, lora_rank: int, freeze_vision: bool, vision_lr_scale: float | None,
-          glyph_weight: float | None, align_weight: float, snippets: float, mode: str, eval_every: int,
+          glyph_weight: float | None, align_weight: float, snippets: float,
+          snippet_fonts: tuple[int, int] | None, query_positions: float, mode: str, eval_every: int,
           eval_pages: int, save_every: int, workers: int, seed: int, device: str,
           time_limit: float | None) -> None:
     """Train a model (from scratch) or fine-tune one (LoRA or full) on (image, text) pairs.
@@ -425,7 +431,7 @@ def train(output_dir: Path, model: str | None, preset: str, data: str | None, st
                              batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, lora_rank=lora_rank,
                              freeze_vision=freeze_vision, mode=mode, eval_every=eval_every, eval_pages=eval_pages,
                              vision_lr_scale=vision_lr_scale, glyph_weight=glyph_weight, align_weight=align_weight,
-                             snippets=snippets,
+                             snippets=snippets, snippet_fonts=snippet_fonts, query_positions=query_positions,
                              save_every=save_every, workers=workers, seed=seed, device=device,
                              time_limit=time_limit)
         trainer = Trainer(config, on_log=lambda record: click.echo(json.dumps(record), err=True))

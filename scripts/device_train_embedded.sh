@@ -10,8 +10,10 @@
 #   new lease:    INIT=embedded-ckpt STEPS=... MINUTES=... bash scripts/device_train_embedded.sh  (carry: embedded-ckpt)
 #
 # The vision tower trains at the full rate here (VISION_LR_SCALE=1): the glyph loss (GLYPH_WEIGHT=0.1) keeps
-# it from collapsing (docs/training.md, run 2). ALIGN_WEIGHT=0, SNIPPETS=0.5 by default. They are passed
-# explicitly so that a warm restart (a fine-tuning run as far as `dsocr train` knows) keeps them.
+# it from collapsing (docs/training.md, run 2). ALIGN_WEIGHT=0, SNIPPETS=0.5, QUERY_POSITIONS=0 by default,
+# SNIPPET_FONTS=LO-HI (px) optional. They are passed explicitly so that a warm restart (a fine-tuning run as far
+# as `dsocr train` knows) keeps them. SAVE_EVERY=1000 steps: each save logs the vision spread and the
+# teacher-forced check (train.teacher_forced) on held-out snippets.
 #
 # STEPS is the length of the learning-rate schedule (warmup, then cosine to 10%); a chunk stops at STEPS or after
 # MINUTES, whichever comes first, so the last chunk's STEPS is set to end inside its minutes.
@@ -30,13 +32,14 @@ if [[ ! -f $RUN/trainer_state.pt && -n ${INIT:-} ]]; then
     echo "no run state on this machine: warm restart from $INIT"
 fi
 echo "train $RUN: vision_lr_scale=${VISION_LR_SCALE:-1} glyph_weight=${GLYPH_WEIGHT:-0.1}" \
-    "align_weight=${ALIGN_WEIGHT:-0} snippets=${SNIPPETS:-0.5} workers=$WORKERS"
+    "align_weight=${ALIGN_WEIGHT:-0} snippets=${SNIPPETS:-0.5} query_positions=${QUERY_POSITIONS:-0}" \
+    "snippet_fonts=${SNIPPET_FONTS:-default} workers=$WORKERS"
 python3 -m dsocr train -o "$RUN" "${from[@]}" --preset embedded --steps "${STEPS:-12000}" \
     --batch-size "${BATCH:-32}" --lr "${LR:-1e-3}" --warmup-steps "${WARMUP:-300}" --workers "$WORKERS" \
-    --time-limit "${MINUTES:-8.5}" --eval-every 1000000 --eval-pages "${EVAL_PAGES:-4}" --save-every 1000 \
+    --time-limit "${MINUTES:-8.5}" --eval-every 1000000 --eval-pages "${EVAL_PAGES:-4}" \
     --vision-lr-scale "${VISION_LR_SCALE:-1}" --glyph-weight "${GLYPH_WEIGHT:-0.1}" \
-    --align-weight "${ALIGN_WEIGHT:-0}" --snippets "${SNIPPETS:-0.5}" \
-    --device cuda
+    --align-weight "${ALIGN_WEIGHT:-0}" --snippets "${SNIPPETS:-0.5}" --query-positions "${QUERY_POSITIONS:-0}" \
+    ${SNIPPET_FONTS:+--snippet-fonts ${SNIPPET_FONTS/-/ }} --save-every "${SAVE_EVERY:-1000}" --device cuda
 cp "$RUN"/*.safetensors "$RUN"/config.json "$RUN"/model.safetensors.index.json "$RUN"/tokenizer.json \
     "$RUN"/train_log.jsonl "$OUT"/
 grep -v '"loss"' "$RUN"/train_log.jsonl | tail -3 || true

@@ -27,7 +27,7 @@ from dsocr.training import corpus
 from dsocr.training import train as training
 from dsocr.training.data import Example, page_example
 from dsocr.training.evaluate import evaluate
-from dsocr.training.synthetic import SNIPPETS, generate_page, load_font
+from dsocr.training.synthetic import generate_page, load_font, snippet_config
 
 
 def probe_config(vocab_size: int) -> DeepseekOCR2Config:
@@ -64,6 +64,10 @@ def main() -> None:
     parser.add_argument("--vision-lr-scale", type=float, default=0.1)
     parser.add_argument("--glyph-weight", type=float, default=0.1, help="snippets only (lines have no glyphs)")
     parser.add_argument("--align-weight", type=float, default=0.0, help="snippets only")
+    parser.add_argument("--query-positions", type=float, default=0.0,
+                        help="RMS of the query tables' initial position codes (0: random)")
+    parser.add_argument("--snippet-fonts", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="snippets' body text size in px (default: synthetic.SNIPPETS')")
     parser.add_argument("--words", type=int, default=300, help="lines: the vocabulary")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -72,7 +76,8 @@ def main() -> None:
     common = dict(  # noqa: C408 (TrainConfig's keyword arguments)
         output_dir=args.out / "run", preset="probe", steps=args.steps, batch_size=8, lr=1e-3, warmup_steps=50,
         vision_lr_scale=args.vision_lr_scale, vocab_size=2048, tokenizer_pages=50, eval_every=10**9, eval_pages=2,
-        eval_max_tokens=64, save_every=500, log_every=25, workers=0, mode="base", device="cpu")
+        eval_max_tokens=64, save_every=500, log_every=25, workers=0, mode="base", device="cpu",
+        query_positions=args.query_positions, snippet_fonts=tuple(args.snippet_fonts) if args.snippet_fonts else None)
     if args.task == "lines":
         words = [w for w in corpus.words() if len(w) <= 8][: args.words]
         data = args.out / "data"
@@ -87,7 +92,8 @@ def main() -> None:
     else:
         config = training.TrainConfig(**common, prompts=("free",), snippets=1.0, glyph_weight=args.glyph_weight,
                                       align_weight=args.align_weight)
-        held_out = [page_example(generate_page(training.held_out_seed(0, i), SNIPPETS), "free") for i in range(20)]
+        snippets = snippet_config(config.snippet_fonts)
+        held_out = [page_example(generate_page(training.held_out_seed(0, i), snippets), "free") for i in range(20)]
     trainer = training.Trainer(config, on_log=lambda record: print(json.dumps(record), flush=True))
     trainer.train()
 

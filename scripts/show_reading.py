@@ -1,5 +1,7 @@
 """What a checkpoint reads, next to the truth, on a few held-out synthetic snippets and pages: the quick look
-between training chunks (benchmarks/accuracy.py gives the numbers).
+between training chunks (benchmarks/accuracy.py gives the numbers). First, teacher-forced on 16 held-out
+snippets: the loss with each snippet's own image and with another's, and the share of tokens predicted exactly
+(train.teacher_forced), which move before greedy reading does.
 
     python scripts/show_reading.py MODEL [--snippets 3] [--pages 1] [--device auto] [--chars 200]
 """
@@ -10,9 +12,11 @@ import argparse
 
 from dsocr.api import OCR
 from dsocr.generation.params import SamplingParams
+from dsocr.processing.image import processing_config_for_mode
+from dsocr.training.data import page_example
 from dsocr.training.evaluate import cer
 from dsocr.training.synthetic import SNIPPETS, SyntheticConfig, generate_page
-from dsocr.training.train import held_out_seed
+from dsocr.training.train import held_out_seed, teacher_forced
 
 
 def main() -> None:
@@ -24,6 +28,10 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=200, help="how much of each text to print")
     args = parser.parse_args()
     ocr = OCR.from_pretrained(args.model, device=args.device, engine="reference")
+    config = ocr.model.config
+    processing = processing_config_for_mode("base", base_size=config.base_size, crop_size=config.crop_size)
+    checks = [page_example(generate_page(held_out_seed(0, i), SNIPPETS), "free") for i in range(16)]
+    print("teacher-forced on 16 snippets:", teacher_forced(ocr.model, checks, ocr.tokenizer, processing, 256))
     kinds = [("snippet", SNIPPETS, i, 256) for i in range(args.snippets)]
     kinds += [("page", SyntheticConfig(), i, 1024) for i in range(args.pages)]
     for kind, config, i, tokens in kinds:

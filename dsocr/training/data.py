@@ -27,7 +27,7 @@ from dsocr.processing.image import ImageInputs, ProcessingConfig, load_image, pr
 from dsocr.processing.prompts import resolve_prompt
 from dsocr.processing.tokenizer import Tokenizer
 from dsocr.training.alignment import Guide, RowGuides, row_guides, token_guides
-from dsocr.training.glyphs import CELL, NUM_CLASSES, Box, GlyphTargets, glyph_targets
+from dsocr.training.glyphs import BLANK, CELL, SLOTS, Box, GlyphTargets, glyph_targets
 
 if TYPE_CHECKING:  # the generator needs matplotlib (the `train` extra)
     from dsocr.training.synthetic import Glyph, SyntheticPage
@@ -90,8 +90,8 @@ class Batch:
     input_ids: torch.Tensor  # (N, L) right-padded
     labels: torch.Tensor  # (N, L): the next token at each position, IGNORE where there is no loss
     num_target_tokens: int
-    # Glyph targets of the distinct images' views, when asked for: [global views, crops], each (V, cells,
-    # NUM_CLASSES) bool with (V, cells) bool saying which cells count (none of an image without glyphs).
+    # Glyph targets of the distinct images' views, when asked for: [global views, crops], each (V, cells, SLOTS)
+    # classes (glyphs.BLANK: none) with (V, cells) bool saying which cells count (none of an image without glyphs).
     glyph_classes: list[torch.Tensor] = field(default_factory=list)
     glyph_known: list[torch.Tensor] = field(default_factory=list)
     guides: list[RowGuides] = field(default_factory=list)  # the target tokens' guides, per row that has some
@@ -140,9 +140,9 @@ def _collate_glyphs(firsts: Sequence[Encoded], batch: Batch) -> tuple[list[torch
     n_crop = (batch.crops.shape[-1] // CELL) ** 2
     g_cls, g_ok, c_cls, c_ok = [], [], [], []
     for e, k in zip(firsts, batch.num_crops):
-        g = e.glyphs or GlyphTargets(torch.zeros(n_global, NUM_CLASSES, dtype=torch.bool),
+        g = e.glyphs or GlyphTargets(torch.full((n_global, SLOTS), BLANK, dtype=torch.int16),
                                      torch.zeros(n_global, dtype=torch.bool),
-                                     torch.zeros(k, n_crop, NUM_CLASSES, dtype=torch.bool),
+                                     torch.full((k, n_crop, SLOTS), BLANK, dtype=torch.int16),
                                      torch.zeros(k, n_crop, dtype=torch.bool))
         g_cls.append(g.global_classes)
         g_ok.append(g.global_known)
@@ -180,17 +180,19 @@ class SyntheticExamples(IterableDataset):
     and view-making are the data's cost): examples i*P .. i*P+P-1 of the run are page `seed * 10^9 + i`, drawn
     as a full page or, for a `snippets` share of the pages, as a snippet (synthetic.SNIPPETS)."""
 
-    def __init__(self, seed: int, prompts: Sequence[str], start: int = 0, snippets: float = 0.0) -> None:
-        self.seed, self.prompts, self.snippets = seed, tuple(prompts), snippets
+    def __init__(self, seed: int, prompts: Sequence[str], start: int = 0, snippets: float = 0.0,
+                 snippet_fonts: tuple[int, int] | None = None) -> None:
+        self.seed, self.prompts, self.snippets, self.snippet_fonts = seed, tuple(prompts), snippets, snippet_fonts
         self.start = start // len(self.prompts)  # in pages
 
     def __iter__(self) -> Iterator[Example]:
-        from dsocr.training.synthetic import SNIPPETS, SyntheticConfig, generate_page
+        from dsocr.training.synthetic import SyntheticConfig, generate_page, snippet_config
 
+        snippets = snippet_config(self.snippet_fonts)
         for index in _indices(self.start):
             seed = self.seed * 10**9 + index
             snippet = self.snippets and Random(seed).random() < self.snippets
-            page = generate_page(seed, SNIPPETS if snippet else SyntheticConfig())
+            page = generate_page(seed, snippets if snippet else SyntheticConfig())
             for prompt in self.prompts:
                 yield page_example(page, prompt)
 

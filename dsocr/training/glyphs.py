@@ -2,9 +2,11 @@
 
 The decoder's loss reaches the vision tower only once the decoder has learnt where to look, and until then
 it pushes the tower's output towards one image-independent vector (measured: docs/training.md, run 1). Here a
-linear head on SAM's output grid (one cell per 64x64 view pixels, before the flow encoder) predicts which
-characters each cell shows, from the glyph centres the synthetic generator records: a dense, local signal
-from the first step. The head lives in the trainer, never in the checkpoint; the model is unchanged.
+linear head on SAM's output grid (one cell per 64x64 view pixels, before the flow encoder) predicts, for each
+16x16 slot of each cell, the character centred there (or none), from the glyph centres the synthetic generator
+records: a dense, local signal from the first step. Slots, not a bag of the cell's characters: a cell holds two
+to five characters and the decoder must read them in order; trained on the bag alone, the tower told the
+decoder which words a snippet shows but not in what order (docs/training.md, run 3). The head lives in the trainer, never in the checkpoint; the model is unchanged.
 
 Must stay cheap in the data workers: targets are built once per image, as (cell, class) pairs.
 """
@@ -22,7 +24,11 @@ from torch import nn
 from dsocr.processing.image import ProcessingConfig, crop_grid
 
 CELL = 64  # view pixels per SAM output cell: 16 px patches, then two stride-2 convolutions
+SLOT = 16  # view pixels per slot: SAM's patch
+SLOTS = (CELL // SLOT) ** 2  # per cell, row-major
 NUM_CLASSES = 95  # printable ASCII '!'..'~' and one class for any other character
+BLANK = NUM_CLASSES  # a slot no character is centred in
+HEAD_OUTPUTS = SLOTS * (NUM_CLASSES + 1)  # the glyph head: a class (or blank) per slot
 
 Box = tuple[float, float, float, float]
 
@@ -34,14 +40,14 @@ def glyph_class(ch: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class GlyphTargets:
-    """One image's targets: for the global view and each crop, which classes each cell shows, and which cells
-    count (a cell touching a formula, whose mathtext glyphs are not recorded, does not); and for each glyph,
+    """One image's targets: for the global view and each crop, the class centred in each slot of each cell
+    (BLANK where none is), and which cells count (a cell touching a formula, whose mathtext glyphs are not recorded, does not); and for each glyph,
     the visual tokens that show it (indices into the image's visual sequence: crops row-major, then the
     global view), for the alignment loss (alignment.py)."""
 
-    global_classes: torch.Tensor  # (n_g, NUM_CLASSES) bool
+    global_classes: torch.Tensor  # (n_g, SLOTS) int16
     global_known: torch.Tensor  # (n_g,) bool
-    crop_classes: torch.Tensor  # (K, n_c, NUM_CLASSES) bool
+    crop_classes: torch.Tensor  # (K, n_c, SLOTS) int16
     crop_known: torch.Tensor  # (K, n_c) bool
     visual_tokens: tuple[tuple[int, ...], ...] = ()  # per glyph
 
@@ -61,18 +67,20 @@ def glyph_targets(glyphs: Sequence[tuple[str, float, float]], unknown: Sequence[
     else:
         w = round(width * side / height)
         fit = (w / width, side / height, float(round((side - w) * 0.5)), 0.0)
-    global_cells = _cells(glyphs, fit, 1, 1, side)
-    global_classes, global_known = _view_targets(glyphs, global_cells, unknown, fit, 1, 1, side)
+    placed = _cells(glyphs, fit, 1, 1, side)
+    global_cells = [cell for cell, _ in placed]
+    global_classes, global_known = _view_targets(glyphs, placed, unknown, fit, 1, 1, side)
     grid = crop_grid(width, height, processing)
     n_crop = (tile // CELL) ** 2
     if grid is None:
-        return GlyphTargets(global_classes[0], global_known[0], torch.zeros(0, n_crop, NUM_CLASSES, dtype=torch.bool),
+        return GlyphTargets(global_classes[0], global_known[0], torch.full((0, n_crop, SLOTS), BLANK, dtype=torch.int16),
                             torch.zeros(0, n_crop, dtype=torch.bool),
                             tuple((() if g is None else (g,)) for g in global_cells))
     cols, rows = grid
     stretch = (tile * cols / width, tile * rows / height, 0.0, 0.0)
-    crop_cells = _cells(glyphs, stretch, cols, rows, tile)
-    crop_classes, crop_known = _view_targets(glyphs, crop_cells, unknown, stretch, cols, rows, tile)
+    placed = _cells(glyphs, stretch, cols, rows, tile)
+    crop_cells = [cell for cell, _ in placed]
+    crop_classes, crop_known = _view_targets(glyphs, placed, unknown, stretch, cols, rows, tile)
     offset = cols * rows * n_crop  # the global view's tokens follow the crops'
     visual = tuple(tuple(i for i in (c, None if g is None else offset + g) if i is not None)
                    for c, g in zip(crop_cells, global_cells))
@@ -80,16 +88,18 @@ def glyph_targets(glyphs: Sequence[tuple[str, float, float]], unknown: Sequence[
 
 
 def _cells(glyphs: Sequence[tuple[str, float, float]], transform: tuple[float, float, float, float], cols: int,
-           rows: int, tile: int) -> list[int | None]:
+           rows: int, tile: int) -> list[tuple[int | None, int]]:
     """Each glyph's cell as (tile index * cells per tile + cell index) in a cols x rows tiling (row-major
-    tiles) of the transformed page (x' = sx * x + ox, etc.); None off the tiling."""
+    tiles) of the transformed page (x' = sx * x + ox, etc.), None off the tiling; and its slot in the cell."""
     sx, sy, ox, oy = transform
-    n = tile // CELL
-    out: list[int | None] = []
+    n, per_side = tile // CELL, CELL // SLOT
+    out: list[tuple[int | None, int]] = []
     for _, x, y in glyphs:
-        cx, cy = int((sx * x + ox) // CELL), int((sy * y + oy) // CELL)
+        px, py = sx * x + ox, sy * y + oy
+        cx, cy = int(px // CELL), int(py // CELL)
         inside = 0 <= cx < cols * n and 0 <= cy < rows * n
-        out.append(_flat(cx, cy, n, cols) if inside else None)
+        slot = int(py % CELL // SLOT) * per_side + int(px % CELL // SLOT)
+        out.append((_flat(cx, cy, n, cols) if inside else None, slot))
     return out
 
 
@@ -98,16 +108,17 @@ def _flat(cx: int, cy: int, n: int, cols: int) -> int:
     return ((cy // n) * cols + cx // n) * n * n + (cy % n) * n + cx % n
 
 
-def _view_targets(glyphs: Sequence[tuple[str, float, float]], cells: Sequence[int | None], unknown: Sequence[Box],
+def _view_targets(glyphs: Sequence[tuple[str, float, float]], placed: Sequence[tuple[int | None, int]],
+                  unknown: Sequence[Box],
                   transform: tuple[float, float, float, float], cols: int, rows: int,
                   tile: int) -> tuple[torch.Tensor, torch.Tensor]:
     sx, sy, ox, oy = transform
     n = tile // CELL
-    classes = torch.zeros(rows * cols * n * n, NUM_CLASSES, dtype=torch.bool)
+    classes = torch.full((rows * cols * n * n, SLOTS), BLANK, dtype=torch.int16)
     known = torch.ones(rows * cols * n * n, dtype=torch.bool)
-    for (ch, _, _), cell in zip(glyphs, cells):
+    for (ch, _, _), (cell, slot) in zip(glyphs, placed):
         if cell is not None:
-            classes[cell, glyph_class(ch)] = True
+            classes[cell, slot] = glyph_class(ch)
     span = (cols * n, rows * n)  # cells across the whole tiling
     for x1, y1, x2, y2 in unknown:
         c1, c2 = max(0, int((sx * x1 + ox) // CELL)), min(span[0] - 1, int((sx * x2 + ox) // CELL))
@@ -115,7 +126,7 @@ def _view_targets(glyphs: Sequence[tuple[str, float, float]], cells: Sequence[in
         for cy in range(r1, r2 + 1):
             for cx in range(c1, c2 + 1):
                 known[_flat(cx, cy, n, cols)] = False
-    return classes.view(rows * cols, n * n, NUM_CLASSES), known.view(rows * cols, n * n)
+    return classes.view(rows * cols, n * n, SLOTS), known.view(rows * cols, n * n)
 
 
 @contextmanager
@@ -132,14 +143,14 @@ def sam_outputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
 
 def glyph_loss(head: nn.Linear, features: Sequence[torch.Tensor], classes: Sequence[torch.Tensor],
                known: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Binary cross-entropy of each known cell's classes, summed over classes, averaged over cells.
-    features[i]: (V, C, h, w); classes[i]: (V, h*w, NUM_CLASSES); known[i]: (V, h*w)."""
+    """Cross-entropy of each known cell's slots (class or blank), summed over the slots, averaged over cells.
+    head: C -> HEAD_OUTPUTS; features[i]: (V, C, h, w); classes[i]: (V, h*w, SLOTS); known[i]: (V, h*w)."""
     logits, targets = [], []
     for feature, cls, ok in zip(features, classes, known):
         cells = feature.flatten(2).transpose(1, 2)  # (V, h*w, C), row-major like the targets
         logits.append(head(cells[ok].float()))
-        targets.append(cls[ok].float())
+        targets.append(cls[ok].long())
     logits, target = torch.cat(logits), torch.cat(targets)
     if not len(target):
         return logits.sum() * 0.0
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(target)
+    return F.cross_entropy(logits.view(-1, NUM_CLASSES + 1), target.flatten(), reduction="sum") / len(target)

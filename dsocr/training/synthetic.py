@@ -35,7 +35,7 @@ import io
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from random import Random
@@ -119,6 +119,12 @@ class SyntheticConfig:
 SNIPPETS = SyntheticConfig(width=(320, 512), aspects=(0.5, 0.75, 1.0), p_landscape=0.0, columns=(1.0, 0.0),
                            font_sizes=(16, 30), p_title=0.3, p_table=0.05, p_formula=0.05, p_figure=0.0,
                            p_list=0.1, p_header_footer=0.0, p_scramble=1.0)
+
+
+def snippet_config(fonts: tuple[int, int] | None = None) -> SyntheticConfig:
+    """SNIPPETS, with body text of `fonts` px (lo, hi) if given: larger print puts fewer characters in each of the
+    vision tower's cells (64 view pixels), the easiest reading there is."""
+    return SNIPPETS if fonts is None else replace(SNIPPETS, font_sizes=fonts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,8 @@ from dsocr.model.config import (
 )
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import build_model, load_model, save_checkpoint
+from dsocr.processing.image import ProcessingConfig, processing_config_for_mode
 from dsocr.processing.image import normalize as normalize_pixels
-from dsocr.processing.image import processing_config_for_mode
 from dsocr.processing.tokenizer import Tokenizer
 from dsocr.training.alignment import alignment_loss, attention_inputs
 from dsocr.training.data import (
@@ -49,18 +49,21 @@ from dsocr.training.data import (
     SyntheticExamples,
     UserExamples,
     collate,
+    encode,
+    page_example,
     read_pairs,
     split_pairs,
     synthetic_example,
 )
 from dsocr.training.evaluate import evaluate, vision_spread
-from dsocr.training.glyphs import NUM_CLASSES, glyph_loss, sam_outputs
+from dsocr.training.glyphs import HEAD_OUTPUTS, glyph_loss, sam_outputs
 from dsocr.training.lora import add_lora, merged_state_dict
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 LOG_FILE = "train_log.jsonl"
+READING_CHECKS = 16  # held-out snippets for teacher_forced at every save
 SHARD_BYTES = 16 << 20  # shards small enough to travel through the GPU machine's file channel
 
 
@@ -92,6 +95,11 @@ class TrainConfig:
     align_weight: float = 0.0
     align_layers: tuple[int, int] = (0, 1)
     snippets: float = 0.0  # synthetic data: the share of small pages of large print (synthetic.SNIPPETS)
+    snippet_fonts: tuple[int, int] | None = None  # their body text size in px (lo, hi); None: SNIPPETS' own
+    # From scratch: the causal-flow query tables start as 2D sinusoidal codes of their cells at this RMS (0: random
+    # like the rest), so every visual token reaching the decoder says where on the view it is (init_query_positions).
+    # Off by default: at 0.2 the first GPU chunk's visual embeddings collapsed by step 1000 (docs/training.md).
+    query_positions: float = 0.0
     mode: str = "gundam"  # the views the model is trained on (dsocr.processing.image modes)
     max_target_tokens: int = 1536
     vocab_size: int = 8192  # from scratch: the BPE tokenizer trained first...
@@ -196,6 +204,36 @@ def init_flow_attention(model: DeepseekOCR2ForCausalLM, sharpness: float = 4.0, 
                 attn.q_proj.bias[head * d:(head + 1) * d] = bias.to(attn.q_proj.bias.dtype)
 
 
+def position_codes(grid: int, dim: int, rms: float, base: float = 100.0) -> torch.Tensor:
+    """(grid * grid, dim) 2D sinusoidal codes of a grid's cells, row-major: the first half of the channels encode
+    the row, the second the column, each as sin and cos of the index at dim / 4 geometric frequencies. A move by
+    one cell is the same rotation everywhere (a linear map), whatever the view size."""
+    quarter = dim // 4
+    omega = 1.0 / base ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    angles = torch.arange(grid, dtype=torch.float64)[:, None] * omega  # (grid, quarter)
+    axis = torch.cat([angles.sin(), angles.cos()], dim=1)  # (grid, dim / 2)
+    code = torch.zeros(grid, grid, dim, dtype=torch.float64)
+    code[..., : 2 * quarter] = axis[:, None]  # row
+    code[..., 2 * quarter: 4 * quarter] = axis[None, :]  # column
+    return (code.reshape(grid * grid, dim) * rms * math.sqrt(2)).float()  # sin^2 + cos^2 = 1 per pair
+
+
+def init_query_positions(model: DeepseekOCR2ForCausalLM, rms: float) -> None:
+    """From scratch: query i of each table starts as the position code of visual token i's cell (with
+    init_flow_attention it reads that token), so the query outputs the decoder reads carry their place on the view
+    as well as its content. Without it the only sense of place is RoPE over the sequence, and a text token, whose
+    own position runs on, cannot say "the cell right of the one I read last"; with a code, layer one can copy the
+    code of the cell it matched and the next layer look for that code moved by one cell. The tables keep their
+    official names and shapes; the model learns from there.
+    """
+    encoder = model.model.qwen2_model
+    with torch.no_grad():
+        for table in (encoder.query_768, encoder.query_1024):
+            grid = math.isqrt(table.num_embeddings)
+            if grid * grid == table.num_embeddings:
+                table.weight.copy_(position_codes(grid, table.embedding_dim, rms))
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warmup, then cosine from 1 to 0.1 at the last step."""
     if step < warmup:
@@ -205,7 +243,39 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def compute_loss(model: DeepseekOCR2ForCausalLM, batch: Batch, image_id: int) -> torch.Tensor:
-    """Mean cross-entropy of the target tokens; logits only where there is a loss (the vocabulary is large)."""
+    """Mean cross-entropy of the target tokens."""
+    logits, labels = target_logits(model, batch, image_id)
+    return F.cross_entropy(logits, labels)
+
+
+@torch.no_grad()
+def teacher_forced(model: DeepseekOCR2ForCausalLM, examples: Sequence[Example], tokenizer: Tokenizer,
+                   processing: ProcessingConfig, max_target_tokens: int) -> dict[str, float]:
+    """Whether the model reads, before greedy decoding shows it: on the examples with their true targets, the
+    loss per target token with each example's own image and with the next example's image (the gap is what the
+    image tells the decoder), and the share of target tokens predicted exactly (a model that knows which words
+    are on the image but not where it is reading gets the loss gap without the share)."""
+    if len(examples) < 2:
+        return {}
+    was_training = model.training
+    model.eval()
+    try:
+        device = model.model.view_seperator.device
+        own = collate([encode(e, tokenizer, processing, max_target_tokens) for e in examples], tokenizer.pad_id)
+        swapped = [replace(e, image=examples[(i + 1) % len(examples)].image) for i, e in enumerate(examples)]
+        other = collate([encode(e, tokenizer, processing, max_target_tokens) for e in swapped], tokenizer.pad_id)
+        logits, labels = target_logits(model, own.to(device), tokenizer.image_id)
+        other_logits, other_labels = target_logits(model, other.to(device), tokenizer.image_id)
+        return {"tf_loss": round(F.cross_entropy(logits.float(), labels).item(), 4),
+                "tf_loss_other_image": round(F.cross_entropy(other_logits.float(), other_labels).item(), 4),
+                "tf_top1": round((logits.argmax(-1) == labels).float().mean().item(), 4)}
+    finally:
+        model.train(was_training)
+
+
+def target_logits(model: DeepseekOCR2ForCausalLM, batch: Batch, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits at the target tokens and their labels; logits only where there is a loss (the vocabulary is
+    large)."""
     dtype = model.lm_head.weight.dtype
     embeds = model.model.embed_images(normalize_pixels(batch.global_views).to(dtype),
                                       normalize_pixels(batch.crops).to(dtype), batch.num_crops)
@@ -216,8 +286,7 @@ def compute_loss(model: DeepseekOCR2ForCausalLM, batch: Batch, image_id: int) ->
     causal = torch.ones(t, t, dtype=torch.bool, device=inputs.device).tril()[None, None]
     hidden = model.model.decode(inputs, positions, causal)  # right padding: no row attends to its padding
     selected = batch.labels != IGNORE
-    logits = model.lm_head(hidden[selected]).float()
-    return F.cross_entropy(logits, batch.labels[selected])
+    return model.lm_head(hidden[selected]).float(), batch.labels[selected]
 
 
 class Trainer:
@@ -231,7 +300,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tokenizer = self._model_and_tokenizer()
         self.glyph_weight = config.glyph_weight if config.glyph_weight is not None else (0.0 if config.model else 0.1)
-        self.glyph_head = (nn.Linear(self.model.config.sam.downsample_channels[1], NUM_CLASSES).to(self.device)
+        self.glyph_head = (nn.Linear(self.model.config.sam.downsample_channels[1], HEAD_OUTPUTS).to(self.device)
                            if self.glyph_weight > 0 else None)  # trainer-only: never in the checkpoint
         self.align_weight = config.align_weight
         if self.align_weight and not all(0 <= i < len(self.model.model.layers) for i in config.align_layers):
@@ -246,6 +315,7 @@ class Trainer:
         self.processing = processing_config_for_mode(config.mode, base_size=self.model.config.base_size,
                                                      crop_size=self.model.config.crop_size)
         self.held_out = self._held_out()
+        self.reading_checks = self._reading_checks()
 
     # --- setup -------------------------------------------------------------------------------------------
     def _param_groups(self) -> list[dict[str, Any]]:
@@ -273,7 +343,7 @@ class Trainer:
         cfg = self.config
         if cfg.model is not None:
             model_dir = resolve_model_dir(cfg.model)
-            model = load_model(model_dir, device=self.device, dtype=torch.float32)
+            model = load_model(model_dir, device=self.device, dtype=torch.float32).requires_grad_(True)  # loaded frozen
             tokenizer = Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
             (self.out / "tokenizer.json").write_bytes((Path(model_dir) / "tokenizer.json").read_bytes())
         else:
@@ -281,6 +351,8 @@ class Trainer:
             model = build_model(PRESETS[cfg.preset](tokenizer.vocab_size), device=self.device)
             init_weights(model, cfg.seed)
             init_flow_attention(model)
+            if cfg.query_positions:
+                init_query_positions(model, cfg.query_positions)
         model.train()
         if cfg.lora_rank:
             wrapped = add_lora(model, cfg.lora_rank)
@@ -325,11 +397,23 @@ class Trainer:
 
         return [Example(load_image(path), prompt, text) for path, prompt, text in self.pairs[1][: cfg.eval_pages]]
 
+    def _reading_checks(self) -> list[Example]:
+        """The examples teacher_forced is logged on at every save: held-out snippets (plain target) when the data
+        is synthetic, where reading starts; else the held-out pairs."""
+        if self.pairs is not None:
+            return self.held_out
+        from dsocr.training.synthetic import generate_page, snippet_config
+
+        snippets = snippet_config(self.config.snippet_fonts)
+        return [page_example(generate_page(held_out_seed(self.config.seed, i), snippets), "free")
+                for i in range(READING_CHECKS)]
+
     def _batches(self) -> Iterator[Batch]:
         cfg = self.config
         start = self.step * cfg.batch_size  # a resumed run continues the same stream
         if self.pairs is None:
-            examples = SyntheticExamples(cfg.seed, cfg.prompts, start=start, snippets=cfg.snippets)
+            examples = SyntheticExamples(cfg.seed, cfg.prompts, start=start, snippets=cfg.snippets,
+                                         snippet_fonts=cfg.snippet_fonts)
         else:
             examples = UserExamples(self.pairs[0], cfg.seed, start=start)
         stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens,
@@ -381,7 +465,9 @@ class Trainer:
             if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                 self._log({"step": self.step, **self.evaluate().to_dict()})
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                self._log({"step": self.step, "vision_spread": self.vision_spread()})  # cheap: a collapse shows
+                self._log({"step": self.step, "vision_spread": self.vision_spread(),  # cheap: a collapse shows
+                           **teacher_forced(self.model, self.reading_checks, self.tokenizer, self.processing,
+                                            cfg.max_target_tokens)})
                 self.save()
         return self.out
 

@@ -14,16 +14,32 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dsocr.processing.image import crop_grid, preprocess_image, processing_config_for_mode
-from dsocr.training.glyphs import CELL, NUM_CLASSES, glyph_class, glyph_loss, glyph_targets, sam_outputs
+from dsocr.training.glyphs import (
+    BLANK,
+    CELL,
+    HEAD_OUTPUTS,
+    NUM_CLASSES,
+    SLOT,
+    SLOTS,
+    glyph_class,
+    glyph_loss,
+    glyph_targets,
+    sam_outputs,
+)
 from dsocr.training.synthetic import SNIPPETS, SyntheticConfig, generate_page
 
 
-def _inked_cells(view: torch.Tensor) -> set[int]:
-    """Cells (row-major) of a (3, S, S) uint8 view holding dark pixels."""
+def _inked_slots(view: torch.Tensor) -> set[tuple[int, int]]:
+    """(cell, slot) pairs, both row-major, of a (3, S, S) uint8 view holding dark pixels."""
     dark = (view.min(dim=0).values < 100).numpy()
-    n = view.shape[-1] // CELL
-    return {r * n + c for r in range(n) for c in range(n)
-            if dark[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL].any()}
+    n, per_side = view.shape[-1] // CELL, CELL // SLOT
+    return {((y // CELL) * n + x // CELL, (y % CELL // SLOT) * per_side + x % CELL // SLOT)
+            for y in range(0, view.shape[-1], SLOT) for x in range(0, view.shape[-1], SLOT)
+            if dark[y:y + SLOT, x:x + SLOT].any()}
+
+
+def _marked(classes: torch.Tensor, cls: int) -> set[tuple[int, int]]:
+    return {(int(c), int(s)) for c, s in torch.nonzero(classes == cls)}
 
 
 @pytest.mark.parametrize(("size", "mode"), [((1500, 1000), "gundam"), ((900, 2000), "gundam"),
@@ -37,15 +53,14 @@ def test_a_glyph_lands_in_the_cell_of_each_view_that_shows_it(size: tuple[int, i
         image.paste((0, 0, 0), (round(x) - 5, round(y) - 5, round(x) + 5, round(y) + 5))  # a dot at the glyph
         inputs = preprocess_image(image, processing)
         targets = glyph_targets([("a", x, y)], [], size, processing)
-        marked_global = set(torch.nonzero(targets.global_classes[:, glyph_class("a")]).flatten().tolist())
-        assert marked_global and marked_global <= _inked_cells(inputs.global_pixels)
+        marked_global = _marked(targets.global_classes, glyph_class("a"))
+        assert len(marked_global) == 1 and marked_global <= _inked_slots(inputs.global_pixels)
         assert targets.crop_classes.shape[0] == inputs.crop_pixels.shape[0]
         if crop_grid(*size, processing) is None:
             continue
         for crop, classes in zip(inputs.crop_pixels, targets.crop_classes):
-            marked = set(torch.nonzero(classes[:, glyph_class("a")]).flatten().tolist())
-            assert marked <= _inked_cells(crop)
-        assert int(targets.crop_classes.sum()) == 1  # the dot is in exactly one crop cell
+            assert _marked(classes, glyph_class("a")) <= _inked_slots(crop)
+        assert int((targets.crop_classes != BLANK).sum()) == 1  # the dot is in exactly one slot of one crop cell
 
 
 def test_cells_over_a_formula_do_not_count_and_other_characters_share_one_class() -> None:
@@ -53,7 +68,7 @@ def test_cells_over_a_formula_do_not_count_and_other_characters_share_one_class(
     targets = glyph_targets([("é", 20.0, 20.0)], [(0.0, 0.0, 300.0, 300.0)], (1000, 1400), processing)
     assert glyph_class("é") == glyph_class("∑") == NUM_CLASSES - 1 and glyph_class("!") == 0
     assert not targets.crop_known[0, 0] and targets.crop_known[-1, -1]
-    assert targets.crop_classes[0, 0, NUM_CLASSES - 1]
+    assert (targets.crop_classes[0, 0] == NUM_CLASSES - 1).sum() == 1
 
 
 @pytest.mark.parametrize("config", [SyntheticConfig(augment=0.0), SyntheticConfig(augment=1.0), SNIPPETS])
@@ -71,8 +86,8 @@ def test_recorded_glyphs_sit_on_ink(config: SyntheticConfig) -> None:
 
 def test_the_glyph_loss_reaches_the_vision_tower_through_the_hook() -> None:
     """SAM and the head trained on the glyph loss alone, as the trainer does (`sam_outputs` around the
-    model's own forward), learn a batch's cells far past the best image-blind guess (each character's
-    frequency over these very cells)."""
+    model's own forward), learn a batch's slots far past the best image-blind guess (each class's frequency in
+    each slot over these very cells)."""
     from dsocr.model.weights import build_model
     from dsocr.processing.image import normalize
     from dsocr.testing.fixtures import tiny_config
@@ -81,7 +96,7 @@ def test_the_glyph_loss_reaches_the_vision_tower_through_the_hook() -> None:
     torch.manual_seed(0)
     model = build_model(tiny_config(vocab_size=64), device="cpu")
     init_weights(model, seed=0)
-    head = torch.nn.Linear(model.config.sam.downsample_channels[1], NUM_CLASSES)
+    head = torch.nn.Linear(model.config.sam.downsample_channels[1], HEAD_OUTPUTS)
     processing = processing_config_for_mode("base", base_size=model.config.base_size, crop_size=model.config.crop_size)
     pages = [generate_page(seed, SNIPPETS) for seed in range(4)]
     views = normalize(torch.stack([preprocess_image(p.image, processing).global_pixels for p in pages]))
@@ -96,10 +111,11 @@ def test_the_glyph_loss_reaches_the_vision_tower_through_the_hook() -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    target = classes.flatten(0, 1).float()
-    frequency = target.mean(0, keepdim=True).clamp(1e-4, 1 - 1e-4).expand_as(target)
-    blind = F.binary_cross_entropy(frequency, target, reduction="sum") / len(target)
-    assert loss.item() < 0.6 * blind, (loss.item(), blind)
+    target = F.one_hot(classes.flatten(0, 1).long(), NUM_CLASSES + 1).double()  # (cells, SLOTS, classes)
+    frequency = target.mean(0).clamp_min(1e-6)  # per slot
+    blind = -(target * frequency.log()).sum() / len(target)
+    assert loss.item() < 0.6 * blind.item(), (loss.item(), blind.item())
+    assert SLOTS == 16 and HEAD_OUTPUTS == 16 * 96
 
 
 @pytest.mark.slow
@@ -115,6 +131,9 @@ def test_the_trainer_adds_the_glyph_and_alignment_losses_and_keeps_the_head_out_
     records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "glyph_loss" in r] == [2, 4]
     assert [r["step"] for r in records if "align_loss" in r] == [2, 4]
+    checks = [r for r in records if "tf_top1" in r]  # teacher_forced on held-out snippets at every save
+    assert [r["step"] for r in checks] == [4] and 0 <= checks[0]["tf_top1"] <= 1
+    assert checks[0]["tf_loss"] > 0 and checks[0]["tf_loss_other_image"] > 0
     state = torch.load(tmp_path / "trainer_state.pt", weights_only=False)
     resumed = Trainer(TrainConfig(steps=6, save_every=6, **common))
     assert resumed.step == 4

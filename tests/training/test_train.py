@@ -13,7 +13,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from dsocr.model.weights import load_model
-from dsocr.training.train import TrainConfig, Trainer
+from dsocr.training.data import Example
+from dsocr.training.train import TrainConfig, Trainer, teacher_forced
 
 pytestmark = pytest.mark.slow
 
@@ -79,6 +80,24 @@ def test_lora_fine_tuning_changes_only_the_adapted_projections(tmp_path: Path, t
     assert changed and all(n.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "o_proj") for n in changed), changed
 
 
+def test_full_fine_tuning_trains_every_part_and_freeze_vision_keeps_the_tower(tmp_path: Path,
+                                                                             tiny_checkpoint: Path) -> None:
+    """A checkpoint loads frozen for inference; full fine-tuning must unfreeze it (a warm restart of the
+    embedded model once failed with "every parameter is frozen")."""
+    data = _pairs(tmp_path)
+    common = {"model": str(tiny_checkpoint), "data": str(data), "steps": 2, "batch_size": 2, "lr": 1e-2,
+              "eval_fraction": 0.0, "eval_every": 1000, "workers": 0, "mode": "base", "device": "cpu"}
+    trainer = Trainer(TrainConfig(output_dir=tmp_path / "full", **common))
+    assert all(p.requires_grad for p in trainer.model.parameters())
+    trainer.train()
+    base, tuned = load_model(tiny_checkpoint).state_dict(), load_model(tmp_path / "full").state_dict()
+    changed = {n.split(".")[1] for n in base if not torch.equal(base[n].to(torch.bfloat16), tuned[n].to(torch.bfloat16))}
+    assert {"sam_model", "qwen2_model", "layers"} <= changed, changed
+    frozen = Trainer(TrainConfig(output_dir=tmp_path / "frozen", freeze_vision=True, **common))
+    trainable = {n.split(".")[1] for n, p in frozen.model.named_parameters() if p.requires_grad}
+    assert "layers" in trainable and not trainable & {"sam_model", "qwen2_model"}, trainable
+
+
 def test_a_time_limit_saves_and_stops(tmp_path: Path) -> None:
     data = _pairs(tmp_path)
     out = tmp_path / "run"
@@ -128,10 +147,11 @@ def test_a_tiny_model_learns_to_read_word_pairs_it_never_saw(tmp_path: Path) -> 
     (tmp_path / "data.jsonl").write_text("\n".join(
         json.dumps({"image": path.name, "text": text, "prompt": "free"}) for path, text in train))
     out = tmp_path / "run"
-    Trainer(TrainConfig(output_dir=out, preset="tiny", data=str(tmp_path / "data.jsonl"), steps=1200, batch_size=8,
-                        lr=1e-3, warmup_steps=20, vocab_size=400, tokenizer_pages=4, eval_fraction=0.0,
-                        eval_every=10_000, save_every=10_000, log_every=50, workers=0, mode="base",
-                        device="cpu")).train()
+    trainer = Trainer(TrainConfig(output_dir=out, preset="tiny", data=str(tmp_path / "data.jsonl"), steps=1200,
+                                  batch_size=8, lr=1e-3, warmup_steps=20, vocab_size=400, tokenizer_pages=4,
+                                  eval_fraction=0.0, eval_every=10_000, save_every=10_000, log_every=50, workers=0,
+                                  mode="base", device="cpu"))
+    trainer.train()
     ocr = OCR.from_pretrained(out, device="cpu")
     tests = _word_images(tmp_path, unseen, "unseen")
     read = [ocr.ocr(path, "free", mode="base", sampling=SamplingParams(max_new_tokens=12)).text.strip()
@@ -140,6 +160,11 @@ def test_a_tiny_model_learns_to_read_word_pairs_it_never_saw(tmp_path: Path) -> 
     assert words_read >= 12, (words_read, list(zip(read, [t for _, t in tests])))  # of 24: chance is 2.4, and 1-3 when collapsed
     processing = processing_config_for_mode("base", base_size=192, crop_size=128)
     assert vision_spread(ocr.model, [Image.open(p).convert("RGB") for p, _ in tests], processing) > 1e-2
+    # Teacher-forced, the true text is far likelier with its own image than with another's.
+    examples = [Example(Image.open(path).convert("RGB"), "free", text) for path, text in tests]
+    report = teacher_forced(trainer.model, examples, trainer.tokenizer, trainer.processing, 16)
+    assert report["tf_loss"] < 0.5 * report["tf_loss_other_image"] and report["tf_top1"] >= 0.6, report
+    assert trainer.model.training  # left as it was
 
 
 def test_a_page_given_with_two_prompts_goes_through_the_vision_tower_once(tmp_path: Path) -> None:
@@ -199,3 +224,31 @@ def test_flow_attention_init_keeps_each_visual_token_in_its_place() -> None:
     assert in_place() <= 0.3
     init_flow_attention(model)
     assert in_place() >= 0.9
+
+
+def test_query_position_codes_make_a_move_by_one_cell_one_linear_map() -> None:
+    """From scratch the query tables start as 2D position codes: the code of the cell to the right (or below)
+    is the same linear map of a cell's code everywhere, so a map learnt on some cells holds on the others; on
+    random tables it does not."""
+    from dsocr.model.weights import build_model
+    from dsocr.training.train import embedded_config, init_query_positions, init_weights
+
+    def held_out_error(codes: torch.Tensor, grid: int, down: bool) -> float:
+        cells = codes.reshape(grid, grid, -1)
+        src, dst = (cells[:-1], cells[1:]) if down else (cells[:, :-1], cells[:, 1:])
+        rows, cols = torch.meshgrid(torch.arange(src.shape[0]), torch.arange(src.shape[1]), indexing="ij")
+        fit = ((rows + cols) % 3 != 0).flatten()  # every row and column on both sides, all linked
+        src, dst = src.reshape(-1, codes.shape[1]).double(), dst.reshape(-1, codes.shape[1]).double()
+        move = torch.linalg.lstsq(src[fit], dst[fit], driver="gelsd").solution
+        return float((src[~fit] @ move - dst[~fit]).norm() / dst[~fit].norm())
+
+    model = build_model(embedded_config(1000), device=torch.device("cpu"))
+    init_weights(model, 0)
+    tables = (model.model.qwen2_model.query_768, model.model.qwen2_model.query_1024)
+    assert all(held_out_error(t.weight.detach(), 8 if t.num_embeddings == 64 else 10, False) > 0.5 for t in tables)
+    init_query_positions(model, 0.2)
+    for table, grid in zip(tables, (8, 10)):
+        codes = table.weight.detach()
+        assert abs(codes.pow(2).mean().sqrt().item() - 0.2) < 1e-3
+        assert held_out_error(codes, grid, down=False) < 1e-4 and held_out_error(codes, grid, down=True) < 1e-4
+        assert torch.cdist(codes, codes).add(torch.eye(len(codes)) * 9).min() > 0.05  # every cell its own code
