@@ -394,6 +394,9 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
 @click.option("--glyph-weight", type=click.FloatRange(min=0), default=None,
               help="Weight of the glyph loss on synthetic pages: which characters each vision cell shows, the "
                    "vision tower's own signal from the first step (default: 0.1 from scratch, 0 when fine-tuning).")
+@click.option("--glyph-slots", is_flag=True,
+              help="Experimental: the glyph loss asks for the character in every 16x16 slot of each cell, not the "
+                   "cell's bag of characters.")
 @click.option("--align-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of the alignment loss on synthetic pages (experimental): two decoder layers' attention "
                    "on the image cells showing the token read and the token predicted.")
@@ -417,7 +420,7 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
               help="Minutes: save and stop when reached (rerun the command to go on).")
 def train(output_dir: Path, model: str | None, preset: str, data: str | None, steps: int, batch_size: int,
           lr: float, warmup_steps: int, lora_rank: int, freeze_vision: bool, vision_lr_scale: float | None,
-          glyph_weight: float | None, align_weight: float, snippets: float,
+          glyph_weight: float | None, glyph_slots: bool, align_weight: float, snippets: float,
           snippet_fonts: tuple[int, int] | None, query_positions: float, mode: str, eval_every: int,
           eval_pages: int, save_every: int, workers: int, seed: int, device: str,
           time_limit: float | None) -> None:
@@ -430,7 +433,8 @@ def train(output_dir: Path, model: str | None, preset: str, data: str | None, st
         config = TrainConfig(output_dir=output_dir, model=model, preset=preset, data=data, steps=steps,
                              batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, lora_rank=lora_rank,
                              freeze_vision=freeze_vision, mode=mode, eval_every=eval_every, eval_pages=eval_pages,
-                             vision_lr_scale=vision_lr_scale, glyph_weight=glyph_weight, align_weight=align_weight,
+                             vision_lr_scale=vision_lr_scale, glyph_weight=glyph_weight, glyph_slots=glyph_slots,
+                             align_weight=align_weight,
                              snippets=snippets, snippet_fonts=snippet_fonts, query_positions=query_positions,
                              save_every=save_every, workers=workers, seed=seed, device=device,
                              time_limit=time_limit)

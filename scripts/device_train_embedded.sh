@@ -11,9 +11,9 @@
 #
 # The vision tower trains at the full rate here (VISION_LR_SCALE=1): the glyph loss (GLYPH_WEIGHT=0.1) keeps
 # it from collapsing (docs/training.md, run 2). ALIGN_WEIGHT=0, SNIPPETS=0.5, QUERY_POSITIONS=0 by default,
-# SNIPPET_FONTS=LO-HI (px) optional. They are passed explicitly so that a warm restart (a fine-tuning run as far
-# as `dsocr train` knows) keeps them. SAVE_EVERY=1000 steps: each save logs the vision spread and the
-# teacher-forced check (train.teacher_forced) on held-out snippets.
+# SNIPPET_FONTS=LO-HI (px) and GLYPH_SLOTS=1 optional. They are passed explicitly so that a warm restart (a
+# fine-tuning run as far as `dsocr train` knows) keeps them. SAVE_EVERY=1000 steps: each save logs the vision
+# spread and the teacher-forced check (train.teacher_forced) on held-out snippets.
 #
 # STEPS is the length of the learning-rate schedule (warmup, then cosine to 10%); a chunk stops at STEPS or after
 # MINUTES, whichever comes first, so the last chunk's STEPS is set to end inside its minutes.
@@ -39,7 +39,7 @@ python3 -m dsocr train -o "$RUN" "${from[@]}" --preset embedded --steps "${STEPS
     --time-limit "${MINUTES:-8.5}" --eval-every 1000000 --eval-pages "${EVAL_PAGES:-4}" \
     --vision-lr-scale "${VISION_LR_SCALE:-1}" --glyph-weight "${GLYPH_WEIGHT:-0.1}" \
     --align-weight "${ALIGN_WEIGHT:-0}" --snippets "${SNIPPETS:-0.5}" --query-positions "${QUERY_POSITIONS:-0}" \
-    ${SNIPPET_FONTS:+--snippet-fonts ${SNIPPET_FONTS/-/ }} --save-every "${SAVE_EVERY:-1000}" --device cuda
+    ${SNIPPET_FONTS:+--snippet-fonts ${SNIPPET_FONTS/-/ }} ${GLYPH_SLOTS:+--glyph-slots} --save-every "${SAVE_EVERY:-1000}" --device cuda
 cp "$RUN"/*.safetensors "$RUN"/config.json "$RUN"/model.safetensors.index.json "$RUN"/tokenizer.json \
     "$RUN"/train_log.jsonl "$OUT"/
 grep -v '"loss"' "$RUN"/train_log.jsonl | tail -3 || true

@@ -1,13 +1,15 @@
 """The CPU gate before a GPU training run: does a small model of our architecture learn to read from scratch?
 
     python scripts/reading_probe.py OUT [--task snippets|lines] [--steps 2500] [--vision-lr-scale 0.1]
-                                        [--glyph-weight 0.1] [--align-weight 0] [--words 300] [--threads 1]
+                                        [--glyph-weight 0.1] [--glyph-slots] [--align-weight 0]
+                                        [--query-positions 0] [--snippet-fonts LO HI] [--words 300] [--threads 1]
 
 Trains a 1.8M-parameter model (SAM 64 x 4 blocks at 384 px, flow encoder and decoder 128 wide, 2 layers each)
 with `dsocr train`'s own loop, on synthetic snippets (small pages of a few large lines, plain-text target, the
 glyph loss at `--glyph-weight`) or on 4000 images of one line of 2-3 words drawn from the corpus's first
 `--words` words (30 px, fixed place). Then prints its vision spread, its CER on 20 held-out images and what it
-reads on a few. A change meant to make the embedded model read is tried here first (docs/training.md); it
+reads on a few; the log has the teacher-forced check at every 500 steps (`python scripts/show_reading.py
+OUT/run` gives it for the end). A change meant to make the embedded model read is tried here first (docs/training.md); it
 takes ~15-25 minutes on one core.
 """
 
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--vision-lr-scale", type=float, default=0.1)
     parser.add_argument("--glyph-weight", type=float, default=0.1, help="snippets only (lines have no glyphs)")
+    parser.add_argument("--glyph-slots", action="store_true", help="snippets only: glyph loss per 16x16 slot")
     parser.add_argument("--align-weight", type=float, default=0.0, help="snippets only")
     parser.add_argument("--query-positions", type=float, default=0.0,
                         help="RMS of the query tables' initial position codes (0: random)")
@@ -91,7 +94,7 @@ def main() -> None:
                     for name, text in make_lines(data, 20, words, seed=1)]
     else:
         config = training.TrainConfig(**common, prompts=("free",), snippets=1.0, glyph_weight=args.glyph_weight,
-                                      align_weight=args.align_weight)
+                                      glyph_slots=args.glyph_slots, align_weight=args.align_weight)
         snippets = snippet_config(config.snippet_fonts)
         held_out = [page_example(generate_page(training.held_out_seed(0, i), snippets), "free") for i in range(20)]
     trainer = training.Trainer(config, on_log=lambda record: print(json.dumps(record), flush=True))

@@ -2,11 +2,11 @@
 
 The decoder's loss reaches the vision tower only once the decoder has learnt where to look, and until then
 it pushes the tower's output towards one image-independent vector (measured: docs/training.md, run 1). Here a
-linear head on SAM's output grid (one cell per 64x64 view pixels, before the flow encoder) predicts, for each
-16x16 slot of each cell, the character centred there (or none), from the glyph centres the synthetic generator
-records: a dense, local signal from the first step. Slots, not a bag of the cell's characters: a cell holds two
-to five characters and the decoder must read them in order; trained on the bag alone, the tower told the
-decoder which words a snippet shows but not in what order (docs/training.md, run 3). The head lives in the trainer, never in the checkpoint; the model is unchanged.
+linear head on SAM's output grid (one cell per 64x64 view pixels, before the flow encoder) predicts which
+characters each cell shows, from the glyph centres the synthetic generator records: a dense, local signal from
+the first step. The targets say which character is centred in each 16x16 slot of each cell (or none); the loss
+asks either for the cell's bag of characters (the default) or, with `slots`, for every slot's character: a cell
+holds two to five characters and the decoder must read them in order (an experiment, docs/training.md). The head lives in the trainer, never in the checkpoint; the model is unchanged.
 
 Must stay cheap in the data workers: targets are built once per image, as (cell, class) pairs.
 """
@@ -28,7 +28,11 @@ SLOT = 16  # view pixels per slot: SAM's patch
 SLOTS = (CELL // SLOT) ** 2  # per cell, row-major
 NUM_CLASSES = 95  # printable ASCII '!'..'~' and one class for any other character
 BLANK = NUM_CLASSES  # a slot no character is centred in
-HEAD_OUTPUTS = SLOTS * (NUM_CLASSES + 1)  # the glyph head: a class (or blank) per slot
+
+
+def head_outputs(slots: bool) -> int:
+    """The glyph head's outputs: a class (or blank) per slot, or one logit per class for the bag."""
+    return SLOTS * (NUM_CLASSES + 1) if slots else NUM_CLASSES
 
 Box = tuple[float, float, float, float]
 
@@ -142,9 +146,10 @@ def sam_outputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
 
 
 def glyph_loss(head: nn.Linear, features: Sequence[torch.Tensor], classes: Sequence[torch.Tensor],
-               known: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy of each known cell's slots (class or blank), summed over the slots, averaged over cells.
-    head: C -> HEAD_OUTPUTS; features[i]: (V, C, h, w); classes[i]: (V, h*w, SLOTS); known[i]: (V, h*w)."""
+               known: Sequence[torch.Tensor], slots: bool = False) -> torch.Tensor:
+    """Per known cell, averaged over cells: binary cross-entropy of the cell's bag of classes, summed over the
+    classes; with `slots`, cross-entropy of each slot's class (or blank), summed over the slots.
+    head: C -> head_outputs(slots); features[i]: (V, C, h, w); classes[i]: (V, h*w, SLOTS); known[i]: (V, h*w)."""
     logits, targets = [], []
     for feature, cls, ok in zip(features, classes, known):
         cells = feature.flatten(2).transpose(1, 2)  # (V, h*w, C), row-major like the targets
@@ -153,4 +158,7 @@ def glyph_loss(head: nn.Linear, features: Sequence[torch.Tensor], classes: Seque
     logits, target = torch.cat(logits), torch.cat(targets)
     if not len(target):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.view(-1, NUM_CLASSES + 1), target.flatten(), reduction="sum") / len(target)
+    if slots:
+        return F.cross_entropy(logits.view(-1, NUM_CLASSES + 1), target.flatten(), reduction="sum") / len(target)
+    bag = F.one_hot(target, NUM_CLASSES + 1)[..., :NUM_CLASSES].amax(dim=1).float()  # (cells, NUM_CLASSES)
+    return F.binary_cross_entropy_with_logits(logits, bag, reduction="sum") / len(target)

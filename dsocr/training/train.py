@@ -56,7 +56,7 @@ from dsocr.training.data import (
     synthetic_example,
 )
 from dsocr.training.evaluate import evaluate, vision_spread
-from dsocr.training.glyphs import HEAD_OUTPUTS, glyph_loss, sam_outputs
+from dsocr.training.glyphs import glyph_loss, head_outputs, sam_outputs
 from dsocr.training.lora import add_lora, merged_state_dict
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class TrainConfig:
     # Weight of the glyph loss (training/glyphs.py: which characters each SAM cell shows, synthetic pages only),
     # the vision tower's own signal from the first step. None: 0.1 from scratch, 0 (off) when fine-tuning.
     glyph_weight: float | None = None
+    glyph_slots: bool = False  # the glyph loss on every 16x16 slot's character instead of the cell's bag (experimental)
     # Weight of the alignment loss (training/alignment.py, synthetic pages only): decoder layer align_layers[1]'s
     # attention on the visual tokens that show the token it predicts, layer align_layers[0]'s on those of the
     # token it reads. Off by default: on the CPU probe it slowed learning (docs/training.md, run 2).
@@ -224,7 +225,8 @@ def init_query_positions(model: DeepseekOCR2ForCausalLM, rms: float) -> None:
     as well as its content. Without it the only sense of place is RoPE over the sequence, and a text token, whose
     own position runs on, cannot say "the cell right of the one I read last"; with a code, layer one can copy the
     code of the cell it matched and the next layer look for that code moved by one cell. The tables keep their
-    official names and shapes; the model learns from there.
+    official names and shapes; the model learns from there. Experimental (TrainConfig.query_positions): it did
+    not help on the probe and the GPU run with it collapsed (docs/training.md, run 3).
     """
     encoder = model.model.qwen2_model
     with torch.no_grad():
@@ -300,7 +302,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tokenizer = self._model_and_tokenizer()
         self.glyph_weight = config.glyph_weight if config.glyph_weight is not None else (0.0 if config.model else 0.1)
-        self.glyph_head = (nn.Linear(self.model.config.sam.downsample_channels[1], HEAD_OUTPUTS).to(self.device)
+        self.glyph_head = (nn.Linear(self.model.config.sam.downsample_channels[1], head_outputs(config.glyph_slots)).to(self.device)
                            if self.glyph_weight > 0 else None)  # trainer-only: never in the checkpoint
         self.align_weight = config.align_weight
         if self.align_weight and not all(0 <= i < len(self.model.model.layers) for i in config.align_layers):
@@ -481,7 +483,8 @@ class Trainer:
             loss = compute_loss(self.model, batch, self.tokenizer.image_id)
         glyph = align = None
         if self.glyph_head is not None and batch.glyph_classes:
-            glyph = glyph_loss(self.glyph_head, features, batch.glyph_classes, batch.glyph_known)
+            glyph = glyph_loss(self.glyph_head, features, batch.glyph_classes, batch.glyph_known,
+                               slots=self.config.glyph_slots)
         if layers and batch.guides:
             align = (alignment_loss(layers[0], inputs[0][0], batch.guides, shift=1)
                      + alignment_loss(layers[1], inputs[1][0], batch.guides)) / 2

@@ -17,13 +17,12 @@ from dsocr.processing.image import crop_grid, preprocess_image, processing_confi
 from dsocr.training.glyphs import (
     BLANK,
     CELL,
-    HEAD_OUTPUTS,
     NUM_CLASSES,
     SLOT,
-    SLOTS,
     glyph_class,
     glyph_loss,
     glyph_targets,
+    head_outputs,
     sam_outputs,
 )
 from dsocr.training.synthetic import SNIPPETS, SyntheticConfig, generate_page
@@ -84,10 +83,11 @@ def test_recorded_glyphs_sit_on_ink(config: SyntheticConfig) -> None:
         assert all(0 <= x <= page.image.width and 0 <= y <= page.image.height for _, x, y in page.glyphs)
 
 
-def test_the_glyph_loss_reaches_the_vision_tower_through_the_hook() -> None:
+@pytest.mark.parametrize("slots", [False, True])
+def test_the_glyph_loss_reaches_the_vision_tower_through_the_hook(slots: bool) -> None:
     """SAM and the head trained on the glyph loss alone, as the trainer does (`sam_outputs` around the
-    model's own forward), learn a batch's slots far past the best image-blind guess (each class's frequency in
-    each slot over these very cells)."""
+    model's own forward), learn a batch's cells far past the best image-blind guess (each class's frequency,
+    in the cells' bags or in each slot, over these very cells)."""
     from dsocr.model.weights import build_model
     from dsocr.processing.image import normalize
     from dsocr.testing.fixtures import tiny_config
@@ -96,7 +96,7 @@ def test_the_glyph_loss_reaches_the_vision_tower_through_the_hook() -> None:
     torch.manual_seed(0)
     model = build_model(tiny_config(vocab_size=64), device="cpu")
     init_weights(model, seed=0)
-    head = torch.nn.Linear(model.config.sam.downsample_channels[1], HEAD_OUTPUTS)
+    head = torch.nn.Linear(model.config.sam.downsample_channels[1], head_outputs(slots))
     processing = processing_config_for_mode("base", base_size=model.config.base_size, crop_size=model.config.crop_size)
     pages = [generate_page(seed, SNIPPETS) for seed in range(4)]
     views = normalize(torch.stack([preprocess_image(p.image, processing).global_pixels for p in pages]))
@@ -107,15 +107,19 @@ def test_the_glyph_loss_reaches_the_vision_tower_through_the_hook() -> None:
     for _ in range(150):
         with sam_outputs(model) as features:
             model.model.encode_views(views)  # the flow encoder's output is not used: only SAM's counts
-        loss = glyph_loss(head, features, [classes], [known])
+        loss = glyph_loss(head, features, [classes], [known], slots=slots)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     target = F.one_hot(classes.flatten(0, 1).long(), NUM_CLASSES + 1).double()  # (cells, SLOTS, classes)
-    frequency = target.mean(0).clamp_min(1e-6)  # per slot
-    blind = -(target * frequency.log()).sum() / len(target)
+    if slots:
+        frequency = target.mean(0).clamp_min(1e-6)  # per slot
+        blind = -(target * frequency.log()).sum() / len(target)
+    else:
+        bag = target[..., :NUM_CLASSES].amax(1)  # (cells, NUM_CLASSES)
+        frequency = bag.mean(0, keepdim=True).clamp(1e-4, 1 - 1e-4).expand_as(bag)
+        blind = F.binary_cross_entropy(frequency, bag, reduction="sum") / len(bag)
     assert loss.item() < 0.6 * blind.item(), (loss.item(), blind.item())
-    assert SLOTS == 16 and HEAD_OUTPUTS == 16 * 96
 
 
 @pytest.mark.slow
@@ -142,3 +146,9 @@ def test_the_trainer_adds_the_glyph_and_alignment_losses_and_keeps_the_head_out_
     assert load_model(tmp_path) is not None  # strict official names: no glyph head in the checkpoint
     off = Trainer(TrainConfig(steps=1, glyph_weight=0.0, **{**common, "output_dir": tmp_path / "off"}))
     assert off.glyph_head is None
+    slots = Trainer(TrainConfig(steps=2, glyph_slots=True, **{**common, "output_dir": tmp_path / "slots",
+                                                             "log_every": 1}))
+    assert slots.glyph_head.out_features == head_outputs(True) != head_outputs(False)
+    slots.train()
+    logged = [json.loads(line) for line in (tmp_path / "slots" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "glyph_loss" in r] == [1, 2]
