@@ -2,7 +2,8 @@
 
     python scripts/reading_probe.py OUT [--task snippets|lines] [--steps 2500] [--vision-lr-scale 0.1]
                                         [--glyph-weight 0.1] [--glyph-slots] [--align-weight 0]
-                                        [--query-positions 0] [--snippet-fonts LO HI] [--words 300] [--threads 1]
+                                        [--query-positions 0] [--snippet-fonts LO HI] [--vocab-size 2048]
+                                        [--words 300] [--threads 1]
 
 Trains a 1.8M-parameter model (SAM 64 x 4 blocks at 384 px, flow encoder and decoder 128 wide, 2 layers each)
 with `dsocr train`'s own loop, on synthetic snippets (small pages of a few large lines, plain-text target, the
@@ -71,6 +72,7 @@ def main() -> None:
                         help="RMS of the query tables' initial position codes (0: random)")
     parser.add_argument("--snippet-fonts", type=int, nargs=2, default=None, metavar=("LO", "HI"),
                         help="snippets' body text size in px (default: synthetic.SNIPPETS')")
+    parser.add_argument("--vocab-size", type=int, default=2048, help="the BPE tokenizer's vocabulary (upper bound)")
     parser.add_argument("--words", type=int, default=300, help="lines: the vocabulary")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -78,7 +80,7 @@ def main() -> None:
     training.PRESETS["probe"] = probe_config
     common = dict(  # noqa: C408 (TrainConfig's keyword arguments)
         output_dir=args.out / "run", preset="probe", steps=args.steps, batch_size=8, lr=1e-3, warmup_steps=50,
-        vision_lr_scale=args.vision_lr_scale, vocab_size=2048, tokenizer_pages=50, eval_every=10**9, eval_pages=2,
+        vision_lr_scale=args.vision_lr_scale, vocab_size=args.vocab_size, tokenizer_pages=50, eval_every=10**9, eval_pages=2,
         eval_max_tokens=64, save_every=500, log_every=25, workers=0, mode="base", device="cpu",
         query_positions=args.query_positions, snippet_fonts=tuple(args.snippet_fonts) if args.snippet_fonts else None)
     if args.task == "lines":
