@@ -10,19 +10,22 @@
 #
 # A variant is NAME:KEY=VALUE[,KEY=VALUE...] with the keys of device_train_embedded.sh. At the end each
 # variant's reading of two held-out snippets is shown (scripts/show_reading.py). "best" prints the run folder
-# whose decoder loss over its last 20 logged steps is lowest: a fair choice only between variants whose extra
-# losses do not differ. The logs come back through $OUT as NAME.jsonl.
+# whose last teacher-forced check (logged at every save) has the most exact tokens, the lowest recent decoder
+# loss breaking ties. The logs come back through $OUT as NAME.jsonl.
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
 if [[ ${1:-} == best ]]; then
     python3 - <<'EOF'
 import glob, json
-def recent_loss(run):
+def score(run):
+    """Higher is better: the last teacher-forced share of exact tokens (what is read, whatever the extra losses),
+    then minus the decoder loss over the last 20 logged steps."""
     records = [json.loads(line) for line in open(f"{run}/train_log.jsonl")]
+    checks = [r["tf_top1"] for r in records if "tf_top1" in r]
     losses = [r["loss"] for r in records if "loss" in r][-20:]
-    return sum(losses) / max(1, len(losses)) if losses else float("inf")
+    return (checks[-1] if checks else -1.0, -sum(losses) / len(losses) if losses else float("-inf"))
 runs = [r.rsplit("/", 1)[0] for r in glob.glob("/tmp/dsocr-*/train_log.jsonl")]
-print(min(runs, key=recent_loss))
+print(max(runs, key=score))
 EOF
     exit 0
 fi
