@@ -60,19 +60,20 @@ class Encoded:
 
 
 def encode(example: Example, tokenizer: Tokenizer, processing: ProcessingConfig, max_target_tokens: int,
-           inputs: ImageInputs | None = None, glyphs: GlyphTargets | None = None) -> Encoded:
+           inputs: ImageInputs | None = None, glyphs: GlyphTargets | None = None, guides: bool = False) -> Encoded:
     """`inputs` (and `glyphs`): the image's views (and glyph targets) when already made (one page rendered
-    for several prompts). With glyph targets, the target tokens' guides too."""
+    for several prompts). With `guides` and glyph targets, the target tokens' guides too (the alignment loss's;
+    matching a page's text to its glyphs costs more than the rest of encoding, so only when asked)."""
     inputs = inputs or preprocess_image(example.image, processing)
     prompt_ids = tokenizer.encode_prompt(resolve_prompt(example.prompt), [inputs.num_image_tokens])
     target_ids, offsets = tokenizer.encode_with_offsets(example.target)
     target_ids, offsets = target_ids[:max_target_tokens], offsets[:max_target_tokens]
-    guides = []
-    if glyphs is not None and example.glyphs:
-        guides = token_guides(example.target, offsets, "".join(g[0] for g in example.glyphs), glyphs.visual_tokens,
+    token_places = []
+    if guides and glyphs is not None and example.glyphs:
+        token_places = token_guides(example.target, offsets, "".join(g[0] for g in example.glyphs), glyphs.visual_tokens,
                               image_start=prompt_ids.index(tokenizer.image_id), first_query=len(prompt_ids) - 1)
     return Encoded(inputs.global_pixels, inputs.crop_pixels, prompt_ids + target_ids + [tokenizer.eos_id],
-                   len(prompt_ids), glyphs, guides)
+                   len(prompt_ids), glyphs, token_places)
 
 
 def encode_glyphs(example: Example, processing: ProcessingConfig) -> GlyphTargets | None:
@@ -198,12 +199,13 @@ class SyntheticExamples(IterableDataset):
 
 
 class EncodedStream(IterableDataset):
-    """Examples encoded in the worker that made them; with `glyphs`, with their glyph targets."""
+    """Examples encoded in the worker that made them; with `glyphs`, with their glyph targets, and with
+    `guides`, with the alignment loss's guides."""
 
     def __init__(self, examples: IterableDataset | Dataset, tokenizer: Tokenizer, processing: ProcessingConfig,
-                 max_target_tokens: int, glyphs: bool = False) -> None:
+                 max_target_tokens: int, glyphs: bool = False, guides: bool = False) -> None:
         self.examples, self.tokenizer, self.processing = examples, tokenizer, processing
-        self.max_target_tokens, self.glyphs = max_target_tokens, glyphs
+        self.max_target_tokens, self.glyphs, self.guides = max_target_tokens, glyphs or guides, guides
 
     def __iter__(self) -> Iterator[Encoded]:
         image, inputs, targets = None, None, None
@@ -211,7 +213,8 @@ class EncodedStream(IterableDataset):
             if example.image is not image:  # the same page under another prompt keeps its views
                 image, inputs = example.image, preprocess_image(example.image, self.processing)
                 targets = encode_glyphs(example, self.processing) if self.glyphs else None
-            yield encode(example, self.tokenizer, self.processing, self.max_target_tokens, inputs, targets)
+            yield encode(example, self.tokenizer, self.processing, self.max_target_tokens, inputs, targets,
+                         self.guides)
 
 
 class UserExamples(IterableDataset):

@@ -859,8 +859,9 @@ def _augment(image: Image.Image, blocks: list[SyntheticBlock], glyphs: list[Glyp
         angle = rng.uniform(-config.max_rotation, config.max_rotation)
         # bilinear: half the cost of bicubic, and the softening is part of the scan look anyway
         image = image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=WHITE)
-        blocks = [SyntheticBlock(b.label, _rotate_box(b.box, angle, image.size), b.content) for b in blocks]
-        glyphs = [(ch, *_rotate_point(x, y, angle, image.size)) for ch, x, y in glyphs]
+        turn = _rotation(angle, image.size)
+        blocks = [SyntheticBlock(b.label, _rotate_box(b.box, turn, image.size), b.content) for b in blocks]
+        glyphs = [(ch, *turn(x, y)) for ch, x, y in glyphs]
     image = _tone(image, rng)
     if rng.random() < 0.5:
         image = _blur(image, centre=rng.uniform(5.0, 14.0))
@@ -871,20 +872,22 @@ def _augment(image: Image.Image, blocks: list[SyntheticBlock], glyphs: list[Glyp
     return image, blocks, glyphs
 
 
-def _rotate_box(box: Box, degrees: float, size: tuple[int, int]) -> Box:
-    """Where `Image.rotate(degrees)` (counter-clockwise about the centre) takes the box: the bounding box of
-    its rotated corners, clipped to the page."""
+def _rotate_box(box: Box, turn: Callable[[float, float], tuple[float, float]], size: tuple[int, int]) -> Box:
+    """Where the rotation `turn` (see _rotation) takes the box: the bounding box of its rotated corners,
+    clipped to the page."""
     width, height = size
     x1, y1, x2, y2 = box
-    xs, ys = zip(*(_rotate_point(x, y, degrees, size) for x, y in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))))
+    xs, ys = zip(*(turn(x, y) for x, y in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))))
     return (max(0, math.floor(min(xs))), max(0, math.floor(min(ys))),
             min(width, math.ceil(max(xs))), min(height, math.ceil(max(ys))))
 
 
-def _rotate_point(x: float, y: float, degrees: float, size: tuple[int, int]) -> tuple[float, float]:
+def _rotation(degrees: float, size: tuple[int, int]) -> Callable[[float, float], tuple[float, float]]:
+    """Where `Image.rotate(degrees)` (counter-clockwise about the centre) takes a point; the trigonometry once
+    for a page's thousands of glyphs."""
     cx, cy = size[0] / 2, size[1] / 2
     cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-    return cx + (x - cx) * cos + (y - cy) * sin, cy - (x - cx) * sin + (y - cy) * cos
+    return lambda x, y: (cx + (x - cx) * cos + (y - cy) * sin, cy - (x - cx) * sin + (y - cy) * cos)
 
 
 def _tone(image: Image.Image, rng: Random) -> Image.Image:

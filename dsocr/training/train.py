@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from dsocr.model.config import (
 )
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import build_model, load_model, save_checkpoint
-from dsocr.processing.image import ProcessingConfig, processing_config_for_mode
+from dsocr.processing.image import ProcessingConfig, preprocess_image, processing_config_for_mode
 from dsocr.processing.image import normalize as normalize_pixels
 from dsocr.processing.tokenizer import Tokenizer
 from dsocr.training.alignment import alignment_loss, attention_inputs
@@ -263,9 +263,11 @@ def teacher_forced(model: DeepseekOCR2ForCausalLM, examples: Sequence[Example], 
     model.eval()
     try:
         device = model.model.view_seperator.device
-        own = collate([encode(e, tokenizer, processing, max_target_tokens) for e in examples], tokenizer.pad_id)
-        swapped = [replace(e, image=examples[(i + 1) % len(examples)].image) for i, e in enumerate(examples)]
-        other = collate([encode(e, tokenizer, processing, max_target_tokens) for e in swapped], tokenizer.pad_id)
+        views = [preprocess_image(e.image, processing) for e in examples]
+        own = collate([encode(e, tokenizer, processing, max_target_tokens, v) for e, v in zip(examples, views)],
+                      tokenizer.pad_id)
+        other = collate([encode(e, tokenizer, processing, max_target_tokens, views[(i + 1) % len(views)])
+                         for i, e in enumerate(examples)], tokenizer.pad_id)  # the next example's image
         logits, labels = target_logits(model, own.to(device), tokenizer.image_id)
         other_logits, other_labels = target_logits(model, other.to(device), tokenizer.image_id)
         return {"tf_loss": round(F.cross_entropy(logits.float(), labels).item(), 4),
@@ -302,8 +304,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.model, self.tokenizer = self._model_and_tokenizer()
         self.glyph_weight = config.glyph_weight if config.glyph_weight is not None else (0.0 if config.model else 0.1)
-        self.glyph_head = (nn.Linear(self.model.config.sam.downsample_channels[1], head_outputs(config.glyph_slots)).to(self.device)
-                           if self.glyph_weight > 0 else None)  # trainer-only: never in the checkpoint
+        self.glyph_head = (  # trainer-only: never in the checkpoint
+            nn.Linear(self.model.config.sam.downsample_channels[1], head_outputs(config.glyph_slots)).to(self.device)
+            if self.glyph_weight > 0 else None)
         self.align_weight = config.align_weight
         if self.align_weight and not all(0 <= i < len(self.model.model.layers) for i in config.align_layers):
             raise ConfigError(f"align_layers: the decoder has {len(self.model.model.layers)} layers, "
@@ -419,7 +422,7 @@ class Trainer:
         else:
             examples = UserExamples(self.pairs[0], cfg.seed, start=start)
         stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens,
-                               glyphs=self.glyph_head is not None or self.align_weight > 0)
+                               glyphs=self.glyph_head is not None, guides=self.align_weight > 0)
         loader = DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             collate_fn=partial(collate, pad_id=self.tokenizer.pad_id),
                             persistent_workers=cfg.workers > 0, prefetch_factor=2 if cfg.workers else None,

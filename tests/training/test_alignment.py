@@ -40,7 +40,8 @@ def test_guides_of_a_page_point_into_its_image_tokens(tokenizer: Tokenizer) -> N
     processing = processing_config_for_mode("gundam", base_size=640, crop_size=512)
     for config, prompt in ((SyntheticConfig(), "markdown"), (SNIPPETS, "free")):
         example = page_example(generate_page(5, config), prompt)
-        encoded = encode(example, tokenizer, processing, 4096, glyphs=encode_glyphs(example, processing))
+        encoded = encode(example, tokenizer, processing, 4096, glyphs=encode_glyphs(example, processing),
+                         guides=True)
         images = [i for i, t in enumerate(encoded.input_ids) if t == tokenizer.image_id]
         n_target = len(encoded.input_ids) - encoded.prompt_length
         assert len(encoded.guides) >= 0.3 * n_target  # most text tokens (tags, boxes and spaces are not)
