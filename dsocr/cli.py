@@ -404,6 +404,9 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
               help="Synthetic data: the share of small pages of a few large lines (where reading starts).")
 @click.option("--snippet-fonts", type=(click.IntRange(6, 200), click.IntRange(6, 200)), default=None,
               metavar="LO HI", help="The snippets' body text size in px (default 16 30): larger print is easier.")
+@click.option("--strips", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,
+              help="Synthetic data: the share of line views (rows of print, one line each), what a model that "
+                   "reads lines sees (the embedded model; needs --mode base); 1: line views only.")
 @click.option("--query-positions", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="From scratch (experimental): the causal-flow query tables start as 2D position codes of this "
                    "size (0: random), so the decoder knows where on the view each visual token is.")
@@ -421,7 +424,7 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
 def train(output_dir: Path, model: str | None, preset: str, data: str | None, steps: int, batch_size: int,
           lr: float, warmup_steps: int, lora_rank: int, freeze_vision: bool, vision_lr_scale: float | None,
           glyph_weight: float | None, glyph_slots: bool, align_weight: float, snippets: float,
-          snippet_fonts: tuple[int, int] | None, query_positions: float, mode: str, eval_every: int,
+          snippet_fonts: tuple[int, int] | None, strips: float, query_positions: float, mode: str, eval_every: int,
           eval_pages: int, save_every: int, workers: int, seed: int, device: str,
           time_limit: float | None) -> None:
     """Train a model (from scratch) or fine-tune one (LoRA or full) on (image, text) pairs.
@@ -436,6 +439,7 @@ def train(output_dir: Path, model: str | None, preset: str, data: str | None, st
                              vision_lr_scale=vision_lr_scale, glyph_weight=glyph_weight, glyph_slots=glyph_slots,
                              align_weight=align_weight,
                              snippets=snippets, snippet_fonts=snippet_fonts, query_positions=query_positions,
+                             strips=strips, **({"prompts": ("free",)} if strips >= 1 else {}),
                              save_every=save_every, workers=workers, seed=seed, device=device,
                              time_limit=time_limit)
         trainer = Trainer(config, on_log=lambda record: click.echo(json.dumps(record), err=True))

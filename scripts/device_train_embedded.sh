@@ -11,7 +11,8 @@
 #
 # The vision tower trains at the full rate here (VISION_LR_SCALE=1): the glyph loss (GLYPH_WEIGHT=0.1) keeps
 # it from collapsing (docs/training.md, run 2). ALIGN_WEIGHT=0, SNIPPETS=0.5, QUERY_POSITIONS=0 by default,
-# SNIPPET_FONTS=LO-HI (px) and GLYPH_SLOTS=1 optional. They are passed explicitly so that a warm restart (a
+# SNIPPET_FONTS=LO-HI (px) and GLYPH_SLOTS=1 optional. The embedded model reads lines: STRIPS=1 SNIPPETS=0
+# MODE=base (line views only; docs/training.md, run 4). They are passed explicitly so that a warm restart (a
 # fine-tuning run as far as `dsocr train` knows) keeps them. SAVE_EVERY=1000 steps: each save logs the vision
 # spread and the teacher-forced check (train.teacher_forced) on held-out snippets.
 #
@@ -33,12 +34,14 @@ if [[ ! -f $RUN/trainer_state.pt && -n ${INIT:-} ]]; then
 fi
 echo "train $RUN: vision_lr_scale=${VISION_LR_SCALE:-1} glyph_weight=${GLYPH_WEIGHT:-0.1}" \
     "align_weight=${ALIGN_WEIGHT:-0} snippets=${SNIPPETS:-0.5} query_positions=${QUERY_POSITIONS:-0}" \
-    "snippet_fonts=${SNIPPET_FONTS:-default} workers=$WORKERS"
+    "snippet_fonts=${SNIPPET_FONTS:-default} strips=${STRIPS:-0} mode=${MODE:-gundam} batch=${BATCH:-32}" \
+    "workers=$WORKERS"
 python3 -m dsocr train -o "$RUN" "${from[@]}" --preset embedded --steps "${STEPS:-12000}" \
     --batch-size "${BATCH:-32}" --lr "${LR:-1e-3}" --warmup-steps "${WARMUP:-300}" --workers "$WORKERS" \
     --time-limit "${MINUTES:-8.5}" --eval-every 1000000 --eval-pages "${EVAL_PAGES:-4}" \
     --vision-lr-scale "${VISION_LR_SCALE:-1}" --glyph-weight "${GLYPH_WEIGHT:-0.1}" \
     --align-weight "${ALIGN_WEIGHT:-0}" --snippets "${SNIPPETS:-0.5}" --query-positions "${QUERY_POSITIONS:-0}" \
+    --strips "${STRIPS:-0}" --mode "${MODE:-gundam}" \
     ${SNIPPET_FONTS:+--snippet-fonts ${SNIPPET_FONTS/-/ }} ${GLYPH_SLOTS:+--glyph-slots} --save-every "${SAVE_EVERY:-1000}" --device cuda
 cp "$RUN"/*.safetensors "$RUN"/config.json "$RUN"/model.safetensors.index.json "$RUN"/tokenizer.json \
     "$RUN"/train_log.jsonl "$OUT"/

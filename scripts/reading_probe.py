@@ -1,6 +1,6 @@
 """The CPU gate before a GPU training run: does a small model of our architecture learn to read from scratch?
 
-    python scripts/reading_probe.py OUT [--task snippets|lines] [--steps 2500] [--vision-lr-scale 0.1]
+    python scripts/reading_probe.py OUT [--task snippets|lines|strips] [--steps 2500] [--vision-lr-scale 0.1]
                                         [--glyph-weight 0.1] [--glyph-slots] [--align-weight 0]
                                         [--query-positions 0] [--snippet-fonts LO HI] [--vocab-size 2048]
                                         [--words 300] [--threads 1]
@@ -8,7 +8,8 @@
 Trains a 1.8M-parameter model (SAM 64 x 4 blocks at 384 px, flow encoder and decoder 128 wide, 2 layers each)
 with `dsocr train`'s own loop, on synthetic snippets (small pages of a few large lines, plain-text target, the
 glyph loss at `--glyph-weight`) or on 4000 images of one line of 2-3 words drawn from the corpus's first
-`--words` words (30 px, fixed place). Then prints its vision spread, its CER on 20 held-out images and what it
+`--words` words (30 px, fixed place), or on line views (`--task strips`: rows of print, one line per row of
+visual tokens, training/strips.py). Then prints its vision spread, its CER on 20 held-out images and what it
 reads on a few; the log has the teacher-forced check at every 500 steps (`python scripts/show_reading.py
 OUT/run` gives it for the end). A change meant to make the embedded model read is tried here first (docs/training.md); it
 takes ~15-25 minutes on one core.
@@ -28,7 +29,7 @@ from dsocr.generation.params import SamplingParams
 from dsocr.model.config import DeepseekOCR2Config, EncoderConfig, LanguageConfig, ProjectorConfig, SamConfig
 from dsocr.training import corpus
 from dsocr.training import train as training
-from dsocr.training.data import Example, page_example
+from dsocr.training.data import Example, page_example, strip_example
 from dsocr.training.evaluate import evaluate
 from dsocr.training.synthetic import generate_page, load_font, snippet_config
 
@@ -62,7 +63,7 @@ def make_lines(folder: Path, count: int, words: list[str], seed: int) -> list[tu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--task", choices=("snippets", "lines"), default="snippets")
+    parser.add_argument("--task", choices=("snippets", "lines", "strips"), default="snippets")
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--vision-lr-scale", type=float, default=0.1)
     parser.add_argument("--glyph-weight", type=float, default=0.1, help="snippets only (lines have no glyphs)")
@@ -94,6 +95,10 @@ def main() -> None:
                                       align_weight=0)
         held_out = [Example(Image.open(data / name).convert("RGB"), "free", text)
                     for name, text in make_lines(data, 20, words, seed=1)]
+    elif args.task == "strips":
+        config = training.TrainConfig(**common, prompts=("free",), strips=1.0, glyph_weight=args.glyph_weight,
+                                      glyph_slots=args.glyph_slots, align_weight=args.align_weight)
+        held_out = [strip_example(training.held_out_seed(0, i), 384) for i in range(20)]
     else:
         config = training.TrainConfig(**common, prompts=("free",), snippets=1.0, glyph_weight=args.glyph_weight,
                                       glyph_slots=args.glyph_slots, align_weight=args.align_weight)
@@ -105,7 +110,7 @@ def main() -> None:
     from dsocr.api import OCR
 
     ocr = OCR(trainer.model.eval(), trainer.tokenizer, engine="reference")
-    result = evaluate(ocr, held_out, max_new_tokens=160 if args.task == "snippets" else 12)
+    result = evaluate(ocr, held_out, max_new_tokens=12 if args.task == "lines" else 160)
     read = [ocr.ocr(e.image, "free", mode="base", sampling=SamplingParams(max_new_tokens=160)).text.strip()
             for e in held_out[:3]]
     exact = sum(r == e.target for r, e in zip(read, held_out))

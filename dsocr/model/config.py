@@ -21,6 +21,7 @@ from dsocr.errors import ConfigError
 ARCHITECTURE_V2 = "DeepseekOCR2ForCausalLM"
 # Pixels per visual-token side: patch 16, then two stride-2 convolutions (net_2, net_3).
 PIXELS_PER_TOKEN = 64
+READINGS = ("page", "lines")
 
 
 def _require(condition: bool, name: str, message: str) -> None:
@@ -143,8 +144,13 @@ class DeepseekOCR2Config:
     base_size: int = 1024  # global view side -> query_1024
     crop_size: int = 768  # tile side -> query_768
     torch_dtype: str = "bfloat16"
+    # How the model is shown a page (ours, not official: "dsocr_reading" in config.json). "page": the official
+    # views of the whole page; "lines": the page's text lines packed into views, one per row of visual tokens
+    # (dsocr/processing/lines.py), the embedded model's way of reading.
+    reading: str = "page"
 
     def __post_init__(self) -> None:
+        _require(self.reading in READINGS, "reading", f"{self.reading!r} is not one of {', '.join(READINGS)}")
         for name in ("base_size", "crop_size"):
             size = getattr(self, name)
             _require(size > 0 and size % PIXELS_PER_TOKEN == 0, name,
@@ -194,6 +200,7 @@ class DeepseekOCR2Config:
             base_size=int(vision.get("image_size", 1024)),
             crop_size=int(vision.get("crop_size", 768)),
             torch_dtype=str(config.get("torch_dtype", "bfloat16")),
+            reading=str(config.get("dsocr_reading", "page")),
         )
 
     def to_hf(self) -> dict[str, Any]:
@@ -226,6 +233,7 @@ class DeepseekOCR2Config:
                 },
             },
             "torch_dtype": self.torch_dtype,
+            **({"dsocr_reading": self.reading} if self.reading != "page" else {}),
         }
 
 

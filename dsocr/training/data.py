@@ -165,6 +165,14 @@ def page_example(page: SyntheticPage, prompt: str) -> Example:
     return Example(page.image, prompt, target, page.glyphs, tuple(b.box for b in page.blocks if b.label == "equation"))
 
 
+def strip_example(seed: int, size: int) -> Example:
+    """Line view `seed` (training/strips.py) of `size` pixels with its `free` target and glyphs."""
+    from dsocr.training.strips import generate_strips
+
+    view = generate_strips(seed, size)
+    return Example(view.image, "free", view.target, view.glyphs)
+
+
 def _indices(start: int) -> Iterator[int]:
     """This DataLoader worker's share of the example indices start, start+1, ...: every n-th one, so the
     stream does not depend on the number of workers."""
@@ -179,11 +187,13 @@ def _indices(start: int) -> Iterator[int]:
 class SyntheticExamples(IterableDataset):
     """An endless stream of synthetic pages, each rendered once and given with every prompt in turn (rendering
     and view-making are the data's cost): examples i*P .. i*P+P-1 of the run are page `seed * 10^9 + i`, drawn
-    as a full page or, for a `snippets` share of the pages, as a snippet (synthetic.SNIPPETS)."""
+    as a full page or, for a `snippets` share of the pages, as a snippet (synthetic.SNIPPETS), or for a `strips`
+    share, as a line view of `strip_size` pixels (training/strips.py, given P times with the `free` prompt)."""
 
     def __init__(self, seed: int, prompts: Sequence[str], start: int = 0, snippets: float = 0.0,
-                 snippet_fonts: tuple[int, int] | None = None) -> None:
+                 snippet_fonts: tuple[int, int] | None = None, strips: float = 0.0, strip_size: int = 640) -> None:
         self.seed, self.prompts, self.snippets, self.snippet_fonts = seed, tuple(prompts), snippets, snippet_fonts
+        self.strips, self.strip_size = strips, strip_size
         self.start = start // len(self.prompts)  # in pages
 
     def __iter__(self) -> Iterator[Example]:
@@ -192,8 +202,13 @@ class SyntheticExamples(IterableDataset):
         snippets = snippet_config(self.snippet_fonts)
         for index in _indices(self.start):
             seed = self.seed * 10**9 + index
-            snippet = self.snippets and Random(seed).random() < self.snippets
-            page = generate_page(seed, snippets if snippet else SyntheticConfig())
+            draw = Random(seed).random() if self.snippets or self.strips else 1.0
+            if draw < self.strips:
+                example = strip_example(seed, self.strip_size)
+                for _ in self.prompts:
+                    yield example
+                continue
+            page = generate_page(seed, snippets if draw < self.strips + self.snippets else SyntheticConfig())
             for prompt in self.prompts:
                 yield page_example(page, prompt)
 

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ from dsocr.training.data import (
     page_example,
     read_pairs,
     split_pairs,
+    strip_example,
     synthetic_example,
 )
 from dsocr.training.evaluate import evaluate, vision_spread
@@ -96,6 +97,9 @@ class TrainConfig:
     align_weight: float = 0.0
     align_layers: tuple[int, int] = (0, 1)
     snippets: float = 0.0  # synthetic data: the share of small pages of large print (synthetic.SNIPPETS)
+    # synthetic data: the share of line views (training/strips.py, the `free` prompt), what a model that reads lines
+    # (`reading: "lines"`, processing/lines.py) sees; they are base views, so strips need mode "base"
+    strips: float = 0.0
     snippet_fonts: tuple[int, int] | None = None  # their body text size in px (lo, hi); None: SNIPPETS' own
     # From scratch: the causal-flow query tables start as 2D sinusoidal codes of their cells at this RMS (0: random
     # like the rest), so every visual token reaching the decoder says where on the view it is (init_query_positions).
@@ -121,8 +125,11 @@ class TrainConfig:
             raise ConfigError("steps and batch size must be >= 1 and the learning rate > 0")
         if self.model is None and self.preset not in PRESETS:
             raise ConfigError(f"preset: {self.preset!r} is not one of {', '.join(PRESETS)}")
-        if not 0.0 <= self.snippets <= 1.0:
-            raise ConfigError(f"snippets: a share in 0..1, got {self.snippets}")
+        if not 0.0 <= self.snippets <= 1.0 or not 0.0 <= self.strips <= 1.0 or self.snippets + self.strips > 1.0:
+            raise ConfigError(f"snippets and strips: shares in 0..1 summing to at most 1, got {self.snippets}, "
+                              f"{self.strips}")
+        if self.strips and self.mode != "base":
+            raise ConfigError(f"strips are base views: they need mode 'base', got {self.mode!r}")
 
 
 def held_out_seed(seed: int, i: int) -> int:
@@ -353,7 +360,10 @@ class Trainer:
             (self.out / "tokenizer.json").write_bytes((Path(model_dir) / "tokenizer.json").read_bytes())
         else:
             tokenizer = self._scratch_tokenizer()
-            model = build_model(PRESETS[cfg.preset](tokenizer.vocab_size), device=self.device)
+            config = PRESETS[cfg.preset](tokenizer.vocab_size)
+            if cfg.strips >= 1:  # it will only ever have seen line views
+                config = replace(config, reading="lines")
+            model = build_model(config, device=self.device)
             init_weights(model, cfg.seed)
             init_flow_attention(model)
             if cfg.query_positions:
@@ -395,6 +405,9 @@ class Trainer:
 
     def _held_out(self) -> list[Example]:
         cfg = self.config
+        if self.pairs is None and cfg.strips >= 1.0:  # a run of line views only
+            return [strip_example(held_out_seed(cfg.seed, i), self.model.config.base_size)
+                    for i in range(cfg.eval_pages)]
         if self.pairs is None:  # synthetic pages with seeds far from the training stream's
             return [synthetic_example(held_out_seed(cfg.seed, i), cfg.prompts[i % len(cfg.prompts)])
                     for i in range(cfg.eval_pages)]
@@ -403,10 +416,14 @@ class Trainer:
         return [Example(load_image(path), prompt, text) for path, prompt, text in self.pairs[1][: cfg.eval_pages]]
 
     def _reading_checks(self) -> list[Example]:
-        """The examples teacher_forced is logged on at every save: held-out snippets (plain target) when the data
-        is synthetic, where reading starts; else the held-out pairs."""
+        """The examples teacher_forced is logged on at every save: held-out line views when the run has them, else
+        held-out snippets (plain target) when the data is synthetic, where reading starts; else the held-out
+        pairs."""
         if self.pairs is not None:
             return self.held_out
+        if self.config.strips:
+            return [strip_example(held_out_seed(self.config.seed, i), self.model.config.base_size)
+                    for i in range(READING_CHECKS)]
         from dsocr.training.synthetic import generate_page, snippet_config
 
         snippets = snippet_config(self.config.snippet_fonts)
@@ -418,7 +435,8 @@ class Trainer:
         start = self.step * cfg.batch_size  # a resumed run continues the same stream
         if self.pairs is None:
             examples = SyntheticExamples(cfg.seed, cfg.prompts, start=start, snippets=cfg.snippets,
-                                         snippet_fonts=cfg.snippet_fonts)
+                                         snippet_fonts=cfg.snippet_fonts, strips=cfg.strips,
+                                         strip_size=self.model.config.base_size)
         else:
             examples = UserExamples(self.pairs[0], cfg.seed, start=start)
         stream = EncodedStream(examples, self.tokenizer, self.processing, cfg.max_target_tokens,

@@ -1,0 +1,177 @@
+"""Line views for training a model that reads lines (`dsocr.processing.lines`): rows of print, one line segment
+per 64-pixel row, drawn exactly as the pipeline packs a page's lines.
+
+Each row is a line rendered at its own size (11-48 px type, the sizes of print on pages rendered at 100-300 dpi)
+in one of the synthetic pages' fonts, cut at its ink box, lightly degraded at that size (blur, noise, JPEG, a
+paper tone), then scaled to the common ink height by `lines.normalize_line`, as the pipeline scales the lines it
+finds. The text is real prose from the corpus (a run of a paragraph), words of it in a random order (which can
+only be read, not recited), table-like numbers, or list items, headings and captions. The target is the rows'
+texts, one per line: the answer to the `free` prompt. A third of the rows mix in made-up words and codes, which
+only spelling can read. Deterministic by seed, like `synthetic`.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from random import Random
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dsocr.processing import lines
+from dsocr.training.synthetic import (
+    FONT_FAMILIES,
+    Glyph,
+    _advance,
+    _blur,
+    _cell,
+    _fragment,
+    _jpeg,
+    _noise,
+    _openings,
+    _words,
+    load_font,
+)
+
+FONT_SIZES = (11, 48)  # px: the size a row is first rendered at, before it is scaled to the ink height
+PAD = 6  # blank pixels around a row's text while it is drawn
+
+
+@dataclass(frozen=True, slots=True)
+class StripView:
+    image: Image.Image  # size x size RGB
+    rows: tuple[str, ...]  # each row's text, top to bottom (unused rows are not listed)
+    glyphs: tuple[Glyph, ...]  # every drawn character's centre in view pixels (the glyph loss)
+    seed: int
+
+    @property
+    def target(self) -> str:
+        return "\n".join(self.rows)
+
+
+def generate_strips(seed: int, size: int) -> StripView:
+    """A `size` x `size` view of 1..size // 64 rows (all of them half the time). Pure function of (seed, size)."""
+    rng = Random(seed)
+    capacity = lines.rows_per_view(size)
+    count = capacity if rng.random() < 0.5 else rng.randint(1, capacity)
+    view = Image.new("RGB", (size, size), lines.WHITE)
+    texts: list[str] = []
+    glyphs: list[Glyph] = []
+    for row in range(count):
+        text, segment, centres = _row(rng, lines.segment_width(size))
+        x, y = lines.row_origin(row, segment.height)
+        view.paste(segment, (x, y))
+        texts.append(text)
+        glyphs.extend((ch, x + cx, y + segment.height / 2) for ch, cx in centres)
+    return StripView(view, tuple(texts), tuple(glyphs), seed)
+
+
+def _row(rng: Random, max_width: int) -> tuple[str, Image.Image, list[tuple[str, float]]]:
+    """One row: its text, its normalized image, and each character's centre x in it."""
+    family = FONT_FAMILIES[rng.choice(tuple(FONT_FAMILIES))]
+    style = 0 if rng.random() < 0.75 else rng.choice((1, 2))
+    font = load_font(family[style], rng.randint(*FONT_SIZES))
+    words = _words_for_row(rng)
+    fill = 1.0 if rng.random() < 0.6 else rng.uniform(0.1, 1.0)
+    while True:
+        words = _fit(words, font, fill * max_width) if len(words) > 1 else words
+        text = " ".join(words)
+        image, crop = _draw(rng, text, font)
+        segment = lines.normalize_line(image.crop(crop))
+        if segment.width <= max_width or len(words) == 1:
+            break
+        words = words[:-1]
+    if segment.width > max_width:  # one word too wide even alone: keep what fits of it
+        segment = segment.crop((0, 0, max_width, segment.height))
+    scale, origin = segment.height / (crop[3] - crop[1]), PAD - font.getbbox(text)[0] - crop[0]
+    centres, x = [], origin  # advances without kerning: close enough for 16-pixel slots
+    for ch in text:
+        advance = _advance(font, ch)
+        if not ch.isspace():
+            centres.append((ch, (x + advance / 2) * scale))
+        x += advance
+    return text, segment, [(ch, min(max(x, 0.0), segment.width - 1.0)) for ch, x in centres]  # ':' ends past its ink
+
+
+def _words_for_row(rng: Random) -> list[str]:
+    """More words than a row holds (`_fit` keeps what fits): prose, shuffled words, made-up words, codes,
+    numbers, or a labelled line. The corpus has ~2400 distinct words: a model that saw only those would read
+    any other word as the nearest of them, so a third of the rows have words it cannot know, and must spell."""
+    kind = rng.random()
+    if kind < 0.3:  # a run of a real paragraph, punctuation and all
+        words = rng.choice(_openings()).split()
+        start = rng.randrange(max(1, len(words) - 4))
+        words = words[start:start + 40]
+    elif kind < 0.55:  # words in a random order: readable, not guessable
+        words = [rng.choice(_words()) for _ in range(30)]
+    elif kind < 0.77:  # made-up words among real ones
+        words = [_made_up(rng) if rng.random() < 0.6 else rng.choice(_words()) for _ in range(30)]
+    elif kind < 0.85:  # codes, identifiers, amounts
+        words = [_code(rng) for _ in range(20)]
+    elif kind < 0.93:  # a table's cells
+        words = [_cell(rng, rng.choice(("int", "decimal", "percent", "word"))) for _ in range(12)]
+    else:  # headings, list items, captions
+        head = rng.choice((f"{rng.randint(1, 12)}.", "-", f"Figure {rng.randint(1, 9)}:",
+                           f"Table {rng.randint(1, 9)}:", f"{rng.randint(1, 9)}.{rng.randint(1, 9)}"))
+        words = [head, *_fragment(rng, 2, 12).split()]
+    if rng.random() < 0.05:
+        words = [w.upper() for w in words]
+    return words or ["-"]
+
+
+def _made_up(rng: Random) -> str:
+    """A word that looks like one: the start of a corpus word and the end of another ("Quar" + "terly"),
+    sometimes with a letter changed, capitalised now and then, with trailing punctuation now and then."""
+    a, b = rng.choice(_words()), rng.choice(_words())
+    word = a[: rng.randint(1, max(1, len(a) - 1))] + b[rng.randint(0, len(b) - 1):]
+    if rng.random() < 0.3:
+        i = rng.randrange(len(word))
+        word = word[:i] + rng.choice(string.ascii_lowercase) + word[i + 1:]
+    if rng.random() < 0.2:
+        word = word[:1].upper() + word[1:]
+    return word + (rng.choice(".,;:)") if rng.random() < 0.1 else "")
+
+
+def _code(rng: Random) -> str:
+    """Letters, digits and punctuation in no word's order: reference numbers, identifiers, amounts, dates."""
+    kind = rng.random()
+    if kind < 0.25:
+        return f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/{rng.randint(1990, 2030)}"
+    if kind < 0.45:
+        return f"${rng.randint(1, 99999):,}.{rng.randint(0, 99):02d}"
+    alphabet = string.ascii_letters + string.digits + "-_/.#()"
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 10)))
+
+
+def _fit(words: list[str], font: ImageFont.FreeTypeFont, width: float) -> list[str]:
+    """The longest prefix (one word at least) whose text, scaled to the ink height, is at most `width` wide:
+    a binary search on the font's boxes (the scaled width grows with the prefix nearly always; `_row` checks the
+    drawn result)."""
+
+    def fits(count: int) -> bool:
+        left, top, right, bottom = font.getbbox(" ".join(words[:count]))
+        return (right - left) * lines.INK_HEIGHT / max(bottom - top, 1) <= width
+
+    lo, hi = 1, len(words)  # the answer is in lo..hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return words[:lo]
+
+
+def _draw(rng: Random, text: str, font: ImageFont.FreeTypeFont) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The text drawn at its size on a little paper, degraded, and the box of its ink."""
+    left, top, right, bottom = font.getbbox(text)
+    paper = 255 - rng.randint(0, 25)
+    image = Image.new("RGB", (right - left + 2 * PAD, bottom - top + 2 * PAD), (paper,) * 3)
+    grey = rng.randint(0, 70)
+    ImageDraw.Draw(image).text((PAD - left, PAD - top), text, font=font, fill=(grey, grey, grey))
+    crop = lines.ink_box(image) or (0, 0, image.width, image.height)
+    if rng.random() < 0.3:
+        image = _blur(image, rng.uniform(4.0, 12.0))
+    if rng.random() < 0.2:
+        image = _noise(image, np.random.default_rng(rng.randrange(2**32)), rng.uniform(2.0, 8.0))
+    if rng.random() < 0.2:
+        image = _jpeg(image, rng.randint(40, 90))
+    return image, crop

@@ -1,0 +1,88 @@
+"""Line views (processing/lines.py): normalizing, splitting at word gaps, packing one segment per row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from dsocr.processing import lines
+
+
+def _bars(widths_and_gaps: list[int], height: int = lines.INK_HEIGHT) -> Image.Image:
+    """Black bars of the given widths separated by the given gaps: [bar, gap, bar, gap, ..., bar]."""
+    image = Image.new("RGB", (sum(widths_and_gaps), height), "white")
+    draw, x = ImageDraw.Draw(image), 0
+    for i, w in enumerate(widths_and_gaps):
+        if i % 2 == 0 and w:
+            draw.rectangle((x, 0, x + w - 1, height - 1), fill="black")
+        x += w
+    return image
+
+
+def _ink_runs(image: Image.Image) -> list[int]:
+    ink = (np.asarray(image.convert("L")) < lines.INK_LEVEL).any(axis=0)
+    edges = np.diff(np.concatenate(([0], ink.astype(np.int8), [0])))
+    return list(np.nonzero(edges == -1)[0] - np.nonzero(edges == 1)[0])
+
+
+def test_rows_are_the_vision_towers_cells() -> None:
+    assert lines.ROW == 64 and lines.rows_per_view(640) == 10 and lines.rows_per_view(384) == 6
+    assert lines.segment_width(640) == 640 - 2 * lines.MARGIN
+
+
+def test_normalize_scales_the_ink_box_to_the_ink_height_keeping_the_aspect() -> None:
+    crop = Image.new("L", (300, 20), 0)
+    line = lines.normalize_line(crop)
+    assert line.mode == "RGB" and line.size == (round(300 * lines.INK_HEIGHT / 20), lines.INK_HEIGHT)
+
+
+def test_ink_box_is_tight_and_none_on_blank() -> None:
+    image = Image.new("RGB", (50, 30), "white")
+    ImageDraw.Draw(image).rectangle((10, 5, 19, 24), fill="black")
+    assert lines.ink_box(image) == (10, 5, 20, 25)
+    assert lines.ink_box(Image.new("RGB", (5, 5), "white")) is None
+
+
+def test_split_cuts_only_in_word_gaps_and_keeps_every_bar_whole() -> None:
+    # ten words of 50 px, 12 px apart (a word space), letters 3 px apart inside a word
+    word = [10, 3, 10, 3, 24]  # 50 px of "letters"
+    spec: list[int] = []
+    for i in range(10):
+        spec += word + ([12] if i < 9 else [])
+    line = _bars(spec)
+    segments = lines.split_line(line, max_width=200)
+    assert all(s.width <= 200 for s in segments)
+    assert len(segments) == 4  # 3 words (174 px) per segment, the last one 1 word
+    assert sum(_ink_runs(s) == [10, 10, 24] * (len(_ink_runs(s)) // 3) for s in segments) == 4
+    assert sum(len(_ink_runs(s)) for s in segments) == 30  # no bar cut or lost
+
+
+def test_split_trims_blank_ends_and_cuts_a_gapless_line_hard() -> None:
+    line = _bars([0, 20, 500, 30], height=lines.INK_HEIGHT)  # blank 20, ink 500, blank 30
+    segments = lines.split_line(line, max_width=200)
+    assert [s.width for s in segments] == [200, 200, 100]
+    assert lines.split_line(Image.new("RGB", (100, lines.INK_HEIGHT), "white"), 50) == []
+
+
+def test_pack_puts_one_segment_per_row_centred_and_fills_views_in_order() -> None:
+    segments = [_bars([40 + 10 * i]) for i in range(13)]
+    views, placements = lines.pack(segments, 384)
+    assert len(views) == 3 and all(v.size == (384, 384) for v in views)
+    assert [(p.view, p.row) for p in placements] == [(i // 6, i % 6) for i in range(13)]
+    last = np.asarray(views[2].convert("L")) < lines.INK_LEVEL
+    assert last[:, :].any() and not last[lines.ROW:].any()  # view 3 holds one segment, in its first row
+    for i, p in enumerate(placements):
+        grey = np.asarray(views[p.view].convert("L")) < lines.INK_LEVEL
+        band = grey[p.row * lines.ROW:(p.row + 1) * lines.ROW]
+        ys, xs = np.nonzero(band)
+        assert xs.min() == lines.MARGIN and xs.max() == lines.MARGIN + 40 + 10 * i - 1
+        top = (lines.ROW - lines.INK_HEIGHT) // 2
+        assert ys.min() == top and ys.max() == top + lines.INK_HEIGHT - 1
+
+
+@pytest.mark.parametrize("size", [384, 640])
+def test_pack_crops_a_segment_wider_than_a_row(size: int) -> None:
+    views, _ = lines.pack([_bars([size * 2])], size)
+    ink = np.asarray(views[0].convert("L")) < lines.INK_LEVEL
+    assert np.nonzero(ink.any(axis=0))[0].max() == lines.MARGIN + lines.segment_width(size) - 1
