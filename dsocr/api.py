@@ -25,10 +25,12 @@ from dsocr.hub import resolve_model_dir
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import load_model
 from dsocr.output.grounding import Block, parse_grounding
+from dsocr.pipeline import line_reader
 from dsocr.processing.image import (
     DeferredImageInputs,
     ImageInputs,
     ProcessingConfig,
+    count_image_tokens,
     load_image,
     normalize,
     preprocess_image,
@@ -45,7 +47,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OCRResult:
-    text: str  # raw model output, special tokens kept, EOS removed
+    text: str  # raw model output, special tokens kept, EOS removed (lines models: assembled from the views)
     markdown: str
     blocks: tuple[Block, ...]
     token_ids: tuple[int, ...]
@@ -81,6 +83,24 @@ class PreparedImage:
     @property
     def image_size(self) -> tuple[int, int]:
         return self.inputs.original_size
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedLines:
+    """One page for a model that reads lines: its line views, each prepared like an image in "base" mode, and
+    the layout that maps their rows back to the page's lines and regions (`dsocr.pipeline.line_reader`)."""
+
+    page: line_reader.LinePage
+    views: tuple[PreparedImage, ...]
+    answer: str  # line_reader.GROUNDING or PLAIN
+    seconds: float = 0.0  # layout, cutting and preprocessing
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.page.image_size
+
+
+Prepared = PreparedImage | PreparedLines
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -157,9 +177,23 @@ class OCR:
 
     def processing_config(self, mode: str = "gundam", *, min_crops: int | None = None,
                           max_crops: int | None = None) -> ProcessingConfig:
+        """How `prepare` turns an image into views in `mode`; a model that reads lines has base views only."""
         cfg = self.model.config
         kwargs = {k: v for k, v in (("min_crops", min_crops), ("max_crops", max_crops)) if v is not None}
+        mode = "base" if self.reads_lines else mode
         return processing_config_for_mode(mode, base_size=cfg.base_size, crop_size=cfg.crop_size, **kwargs)
+
+    @property
+    def reads_lines(self) -> bool:
+        """True for a model that reads text lines, not pages (`reading: "lines"`, the embedded model)."""
+        return self.model.config.reading == "lines"
+
+    def check_prompt(self, prompt: str | None, *, locate_text: str | None = None) -> None:
+        """Raise ConfigError (or GenerationError) now for a prompt this model cannot answer."""
+        if self.reads_lines:
+            line_reader.answer_format(prompt, locate_text=locate_text)
+        else:
+            resolve_prompt(prompt, locate_text=locate_text)
 
     def ocr(self, image: ImageSource, prompt: str | None = None, *, mode: str = "gundam",
             min_crops: int | None = None, max_crops: int | None = None, sampling: SamplingParams | None = None,
@@ -181,10 +215,14 @@ class OCR:
 
     def prepare(self, image: ImageSource, prompt: str | None = None, *, mode: str = "gundam",
                 min_crops: int | None = None, max_crops: int | None = None,
-                locate_text: str | None = None, defer_views: bool | None = None) -> PreparedImage:
+                locate_text: str | None = None, defer_views: bool | None = None) -> Prepared:
         """Decode and preprocess one image and tokenize its prompt: the CPU half of `ocr`, safe to run in
         worker threads while `run` uses the model. `defer_views` (default: when the model is on CUDA) leaves
-        the resizing to the model's device, bit-identical to Pillow's."""
+        the resizing to the model's device, bit-identical to Pillow's. A model that reads lines gets the
+        page's text lines in line views instead (`PreparedLines`); mode, crops and `defer_views` do not
+        apply."""
+        if self.reads_lines:
+            return self._prepare_lines(image, prompt, locate_text)
         start = time.perf_counter()
         config = self.processing_config(mode, min_crops=min_crops, max_crops=max_crops)
         text = resolve_prompt(prompt, locate_text=locate_text)
@@ -193,10 +231,40 @@ class OCR:
         prompt_ids = self.tokenizer.encode_prompt(text, [inputs.num_image_tokens])
         return PreparedImage(inputs=inputs, prompt_ids=prompt_ids, seconds=time.perf_counter() - start)
 
-    def run(self, prepared: Sequence[PreparedImage], *, sampling: SamplingParams | None = None,
+    def _prepare_lines(self, image: ImageSource, prompt: str | None,
+                       locate_text: str | None) -> PreparedLines:
+        """Layout, line views, each view preprocessed in "base" mode with the `free` prompt (what the rows are
+        read with, whatever the page's answer format)."""
+        start = time.perf_counter()
+        answer = line_reader.answer_format(prompt, locate_text=locate_text)
+        config = self.processing_config("base")
+        page = line_reader.line_views(load_image(image, max_pixels=config.max_image_pixels), config.base_size)
+        inputs = [preprocess_image(view, config) for view in page.views]
+        num_image_tokens = count_image_tokens(config.base_size, config.base_size, config)
+        prompt_ids = self.tokenizer.encode_prompt(resolve_prompt("free"), [num_image_tokens])
+        views = tuple(PreparedImage(inputs=x, prompt_ids=prompt_ids) for x in inputs)
+        return PreparedLines(page=page, views=views, answer=answer, seconds=time.perf_counter() - start)
+
+    def run(self, prepared: Sequence[Prepared], *, sampling: SamplingParams | None = None,
             on_text: Callable[[int, str], None] | None = None) -> list[OCRResult]:
-        """Encode the images and generate for all of them as one batch; results in input order."""
+        """Encode the images and generate for all of them as one batch; results in input order. Pages prepared
+        for a model that reads lines stream their whole answer in one piece once it is assembled."""
         sampling = sampling or SamplingParams()
+        kinds = {isinstance(p, PreparedLines) for p in prepared}
+        if kinds == {True}:
+            return self._run_lines(prepared, sampling, on_text)
+        if len(kinds) > 1:
+            raise ConfigError("a batch mixes pages prepared as line views with pages prepared as images")
+        generated = self._generate(prepared, sampling, on_text)
+        return [self._result(p.inputs, g, {"preprocess": p.seconds, **timings})
+                for p, (g, timings) in zip(prepared, generated)]
+
+    def _generate(self, prepared: Sequence[PreparedImage], sampling: SamplingParams,
+                  on_text: Callable[[int, str], None] | None) -> list[tuple[Any, dict[str, float]]]:
+        """(generated, timings) of each image, as one batch: engine requests on the fast engine, the reference
+        loop's results otherwise (both have token_ids, finish_reason, prompt_tokens and the seconds)."""
+        if not prepared:
+            return []
         if self.engine is not None and not sampling.no_repeat_ngram_size:
             requests = [self.engine_request(p, sampling, (lambda piece, i=i: on_text(i, piece)) if on_text else None)
                         for i, p in enumerate(prepared)]
@@ -204,7 +272,7 @@ class OCR:
             for r in requests:
                 if r.error is not None:
                     raise r.error
-            return [self.result(p, r) for p, r in zip(prepared, requests)]
+            return [(r, {"ttft": r.ttft}) for r in requests]
         t1 = time.perf_counter()
         embeds = self._embed([p.inputs for p in prepared])
         t2 = time.perf_counter()
@@ -225,13 +293,56 @@ class OCR:
                 if tail:
                     on_text(i, tail)
         vision = (t2 - t1) / len(prepared)
-        return [self._result(p.inputs, g, {"preprocess": p.seconds, "vision": vision})
-                for p, g in zip(prepared, generated)]
+        return [(g, {"vision": vision}) for g in generated]
+
+    def _run_lines(self, prepared: Sequence[PreparedLines], sampling: SamplingParams,
+                   on_text: Callable[[int, str], None] | None) -> list[OCRResult]:
+        """Every view of every page as one batch, then each page's answer assembled from its views' rows."""
+        views = [v for p in prepared for v in p.views]
+        view_sampling = line_reader.view_sampling(sampling, self.model.config.base_size)
+        generated = self._generate(views, view_sampling, None)
+        results, start = [], 0
+        for i, page in enumerate(prepared):
+            result = self._lines_result(page, generated[start:start + len(page.views)])
+            start += len(page.views)
+            if on_text and result.text:
+                on_text(i, result.text)
+            results.append(result)
+        return results
+
+    def _lines_result(self, prepared: PreparedLines,
+                      generated: Sequence[tuple[Any, dict[str, float]]]) -> OCRResult:
+        """A lines page's OCRResult, as `_result` would make it for the assembled text. `token_ids` are the
+        views' generated tokens one view after the other (they do not decode to `text`, which is assembled);
+        `prompt_tokens` and `num_image_tokens` are the views' totals."""
+        outputs = [g for g, _ in generated]
+        view_texts = [self.tokenizer.decode(g.token_ids) for g in outputs]
+        text, warnings = line_reader.read_page(prepared.page, view_texts, prepared.answer)
+        finish_reason, unfinished = line_reader.worst_finish([g.finish_reason for g in outputs])
+        parsed = parse_grounding(text, prepared.image_size)
+        token_ids = tuple(t for g in outputs for t in g.token_ids)
+        # The views decode side by side in one batch: the page took as long as its slowest view.
+        timings = {"preprocess": prepared.seconds,
+                   "prefill": max((g.prefill_seconds for g in outputs), default=0.0),
+                   "decode": max((g.decode_seconds for g in outputs), default=0.0)}
+        for key, combine in (("vision", sum), ("ttft", max)):
+            if any(key in t for _, t in generated):
+                timings[key] = combine(t[key] for _, t in generated)
+        timings["tokens_per_second"] = len(token_ids) / timings["decode"] if timings["decode"] > 0 else 0.0
+        return OCRResult(
+            text=text, markdown=parsed.markdown, blocks=parsed.blocks, token_ids=token_ids,
+            finish_reason=finish_reason, image_size=prepared.image_size,
+            num_image_tokens=sum(v.inputs.num_image_tokens for v in prepared.views),
+            prompt_tokens=sum(g.prompt_tokens for g in outputs), timings=timings,
+            warnings=(*parsed.warnings, *warnings, *([unfinished] if unfinished else [])),
+        )
 
     def engine_request(self, prepared: PreparedImage, sampling: SamplingParams,
                        on_text: Callable[[str], None] | None = None,
                        on_finish: Callable[[EngineRequest], None] | None = None) -> EngineRequest:
-        """A request for the fast engine; `on_text` gets text pieces as they are generated."""
+        """A request for the fast engine; `on_text` gets text pieces as they are generated. Not for pages of a
+        model that reads lines (several views, one answer assembled at the end): run those with `run`."""
+        _refuse_lines(prepared)
         on_token = None
         finish = on_finish
         if on_text:
@@ -253,6 +364,7 @@ class OCR:
 
     def result(self, prepared: PreparedImage, request: EngineRequest) -> OCRResult:
         """The OCRResult of a finished engine request."""
+        _refuse_lines(prepared)
         return self._result(prepared.inputs, request, {"preprocess": prepared.seconds, "ttft": request.ttft})
 
     def _embed(self, inputs: Sequence[ImageInputs | DeferredImageInputs]) -> list[torch.Tensor]:
@@ -282,6 +394,12 @@ class OCR:
             num_image_tokens=inputs.num_image_tokens, prompt_tokens=generated.prompt_tokens, timings=timings,
             warnings=tuple(warnings),
         )
+
+
+def _refuse_lines(prepared: object) -> None:
+    if isinstance(prepared, PreparedLines):
+        raise ConfigError("a page prepared for a model that reads lines is several line views with one "
+                          "assembled answer; run it with OCR.run, not as a single engine request")
 
 
 def load(model: str | os.PathLike, *, device: str | torch.device = "auto",

@@ -163,7 +163,9 @@ class Converter:
         from dsocr.api import OCR  # torch only when a model is really loaded
         from dsocr.pipeline.backend import ModelBackend
 
-        return cls(ModelBackend(OCR.from_pretrained(model, device=device, dtype=dtype, engine=engine)), options)
+        ocr = OCR.from_pretrained(model, device=device, dtype=dtype, engine=engine)
+        ocr.check_prompt((options or ConvertOptions()).prompt)  # a lines model reads documents only: now
+        return cls(ModelBackend(ocr), options)
 
     def convert(self, path: str | os.PathLike, *, output_dir: str | os.PathLike | None = None,
                 overwrite: bool = False) -> Document:

@@ -4,8 +4,8 @@ Must not know about HTTP or jobs. Requests wait in a bounded queue (`QueueFull` 
 answers 429). Two modes, chosen by the OCR object:
 - continuous (the fast engine, `OCR.engine`, default on CUDA): every request joins the running batch as soon
   as its KV cache fits and leaves it when done; the thread only steps `dsocr.engine.LLMEngine`;
-- batches (the reference loop, CPU): the scheduler takes up to `max_batch` queued requests that share sampling
-  parameters and runs them as one batch through `OCR.run`.
+- batches (the reference loop, CPU; and any model that reads lines): the scheduler takes up to `max_batch`
+  queued requests that share sampling parameters and runs them as one batch through `OCR.run`.
 Either way text pieces stream to each request's callback as they are generated, and cancelling a request's
 future (a client gone, a timeout) stops its generation.
 """
@@ -58,7 +58,9 @@ class Engine:
         self._queue: deque[Request] = deque()
         self._cond = threading.Condition()
         self._stopped = False
-        self.llm = getattr(ocr, "engine", None)  # dsocr.engine.LLMEngine, or None: batches of OCR.run
+        # dsocr.engine.LLMEngine, or None: batches of OCR.run. A model that reads lines runs batches too: a
+        # page is several line views, its answer assembled at the end (OCR.run still uses the fast engine).
+        self.llm = None if getattr(ocr, "reads_lines", False) else getattr(ocr, "engine", None)
         # Results are parsed (detokenize, grounding) off the engine thread, which must keep the GPU fed.
         self._finisher = ThreadPoolExecutor(2, thread_name_prefix="dsocr-finish") if self.llm else None
         loop = self._loop_continuous if self.llm is not None else self._loop

@@ -1,0 +1,241 @@
+"""Pages read by a model that reads lines (`reading: "lines"`): the page's text lines cut into line views, and
+the views' answers assembled back into the page's answer, in the official grounding format or as plain text.
+
+Must not load a model, tokenize or generate: `dsocr.api.OCR` runs the views. The layout comes from
+`dsocr.pipeline.layout`, the views' geometry (normalize, split, pack) from `dsocr.processing.lines`.
+
+A page becomes: its regions in reading order, their lines in region/cell/line order (`page_lines`), each line
+one or more segments (cut at word gaps when too wide for a row), the segments packed one per row into views.
+Each view's answer is its rows' texts, one per line; a line's text is its segments' texts joined by a space.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from dsocr.errors import ConfigError
+from dsocr.generation.params import SamplingParams
+from dsocr.processing import lines
+from dsocr.processing.prompts import resolve_prompt
+
+if TYPE_CHECKING:  # the layout analysis is imported when a page is analyzed, not with dsocr.api
+    from dsocr.pipeline.layout import Box, Line, Region
+
+GROUNDING, PLAIN = "grounding", "plain"  # the two answers a lines model can give
+GRID_MAX = 999  # boxes on the 0..999 grid, as the official models write them
+TOKENS_PER_ROW = 40  # generation limit of a view: a row of print is well under 40 tokens
+TOKENS_SLACK = 8
+FINISH_ORDER = ("stop", "length", "repetition")  # best to worst: a page is as unfinished as its worst view
+_CAPTION = re.compile(r"(Figure|Table)\s+\d")
+_CAPTION_LABELS = {"Figure": "image_caption", "Table": "table_caption"}
+_MARKUP = re.compile(r"<\|/?(?:ref|det)\|>")  # grounding tags in a row's text would forge blocks
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    line: int  # its line's index in `page_lines` order
+    view: int
+    row: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinePage:
+    """A page cut into line views, with what maps each view's rows back to the page's lines and regions."""
+
+    regions: tuple[Region, ...]  # reading order
+    views: tuple[Image.Image, ...]  # size x size RGB
+    segments: tuple[Segment, ...]  # reading order: segment i is row i % rows of view i // rows
+    num_lines: int
+    image_size: tuple[int, int]  # (width, height) of the page
+
+    def rows(self, view: int) -> int:
+        """How many rows of `view` hold a segment (the last view may be partly blank)."""
+        return sum(1 for s in self.segments if s.view == view)
+
+
+def answer_format(prompt: str | None, *, locate_text: str | None = None) -> str:
+    """GROUNDING for the markdown prompt, PLAIN for free and ocr; a lines model answers nothing else."""
+    text = resolve_prompt(prompt, locate_text=locate_text)
+    if text == resolve_prompt("markdown"):
+        return GROUNDING
+    if text in (resolve_prompt("free"), resolve_prompt("ocr")):
+        return PLAIN
+    raise ConfigError(f"prompt {prompt!r}: this model reads the text lines of documents only; use the "
+                      "'markdown' prompt (Markdown with layout boxes) or 'free' (plain text)")
+
+
+def view_sampling(sampling: SamplingParams, size: int) -> SamplingParams:
+    """The caller's sampling with a token limit no larger than a full view's rows can need. One limit for all
+    views (not one per view's rows), so that the reference loop can run them as one batch."""
+    limit = TOKENS_PER_ROW * lines.rows_per_view(size) + TOKENS_SLACK
+    return replace(sampling, max_new_tokens=min(sampling.max_new_tokens, limit))
+
+
+# --- page -> views -------------------------------------------------------------------------------------
+
+
+def line_views(image: Image.Image, size: int) -> LinePage:
+    """Analyze the page's layout and pack its text lines into views of `size` pixels."""
+    from dsocr.pipeline.layout import analyze
+
+    regions = tuple(analyze(image))
+    return pack_page(image, regions, size)
+
+
+def pack_page(image: Image.Image, regions: Sequence[Region], size: int) -> LinePage:
+    """The lines of `regions`, cut from `image`, packed into views of `size` pixels."""
+    found = page_lines(regions)
+    segments: list[Image.Image] = []
+    owners: list[int] = []
+    for i, line in enumerate(found):
+        parts = cut_line(image, line.box, size)
+        segments += parts
+        owners += [i] * len(parts)
+    views, placements = lines.pack(segments, size)
+    return LinePage(regions=tuple(regions), views=tuple(views),
+                    segments=tuple(Segment(o, p.view, p.row) for o, p in zip(owners, placements)),
+                    num_lines=len(found), image_size=image.size)
+
+
+def region_lines(region: Region) -> tuple[Line, ...]:
+    """The lines read for a region: a table's cell by cell, row by row; none for an image."""
+    if region.label == "image":
+        return ()
+    if region.cells:
+        return tuple(line for row in region.cells for cell in row for line in cell)
+    return region.lines
+
+
+def page_lines(regions: Sequence[Region]) -> list[Line]:
+    return [line for region in regions for line in region_lines(region)]
+
+
+def cut_line(image: Image.Image, box: Box, size: int) -> list[Image.Image]:
+    """A line's segments: its crop scaled to the rows' ink height and split at word gaps. Always at least one,
+    so that every line has a text (a crop too faint for `split_line`'s ink level is kept whole)."""
+    width, height = image.size
+    x1, y1 = min(max(box[0], 0), width - 1), min(max(box[1], 0), height - 1)
+    x2, y2 = max(min(box[2], width), x1 + 1), max(min(box[3], height), y1 + 1)  # at least one pixel
+    line = lines.normalize_line(image.crop((x1, y1, x2, y2)))
+    return lines.split_line(line, lines.segment_width(size)) or [line]
+
+
+# --- view answers -> page answer -----------------------------------------------------------------------
+
+
+def split_rows(text: str, rows: int) -> tuple[list[str], int]:
+    """A view's answer as its `rows` rows' texts, and how many answer lines were missing (those rows are
+    empty). Extra lines are appended to the last row: text is never dropped."""
+    answer = [_MARKUP.sub("", part).strip() for part in text.rstrip().split("\n")]
+    if len(answer) > rows:
+        answer[rows - 1:] = [" ".join(part for part in answer[rows - 1:] if part)]
+    missing = rows - len(answer)
+    return answer + [""] * missing, max(missing, 0)
+
+
+def line_texts(page: LinePage, view_texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Each line's text (its segments' texts joined by a space), and a warning about views short of rows."""
+    rows = [split_rows(text, page.rows(v)) for v, text in enumerate(view_texts)]
+    parts: list[list[str]] = [[] for _ in range(page.num_lines)]
+    for segment in page.segments:
+        text = rows[segment.view][0][segment.row]
+        if text:
+            parts[segment.line].append(text)
+    short = [v + 1 for v, (_, missing) in enumerate(rows) if missing]
+    warnings = []
+    if short:
+        warnings.append(f"{len(short)} of {len(rows)} line views answered fewer lines than they have rows "
+                        f"(views {', '.join(map(str, short))}); their last rows are left empty")
+    return [" ".join(p) for p in parts], warnings
+
+
+def read_page(page: LinePage, view_texts: Sequence[str], answer: str) -> tuple[str, list[str]]:
+    """The page's answer from its views' answers (in view order), and warnings."""
+    texts, warnings = line_texts(page, view_texts)
+    if answer == GROUNDING:
+        return grounding_text(page.regions, texts, page.image_size), warnings
+    return plain_text(page.regions, texts), warnings
+
+
+def worst_finish(reasons: Sequence[str]) -> tuple[str, str | None]:
+    """The page's finish reason ("stop" only when every view stopped) and a warning when some did not."""
+    unfinished = [r for r in reasons if r != "stop"]
+    if not unfinished:
+        return "stop", None
+    worst = max(unfinished, key=lambda r: FINISH_ORDER.index(r) if r in FINISH_ORDER else len(FINISH_ORDER))
+    return worst, (f"output unfinished: {len(unfinished)} of {len(reasons)} line views ended without "
+                   f"end-of-sentence ({', '.join(sorted(set(unfinished)))})")
+
+
+# --- assembly ------------------------------------------------------------------------------------------
+
+
+def grounding_text(regions: Sequence[Region], texts: Sequence[str], size: tuple[int, int]) -> str:
+    """The official grounding answer: one block per region in reading order, blank lines between blocks."""
+    read = iter(texts)
+    blocks = []
+    for region in regions:
+        label, content = region_content(region, read)
+        x1, y1, x2, y2 = to_grid(region.box, size)
+        blocks.append(f"<|ref|>{label}<|/ref|><|det|>[[{x1}, {y1}, {x2}, {y2}]]<|/det|>\n{content}")
+    return "\n\n".join(blocks)
+
+
+def plain_text(regions: Sequence[Region], texts: Sequence[str]) -> str:
+    """The regions' texts without tags, blank lines between regions; a table is one line per row."""
+    read = iter(texts)
+    parts = []
+    for region in regions:
+        if region.label == "table":
+            text = "\n".join(" ".join(c for c in row if c) for row in table_rows(region, read))
+        else:
+            text = _join(_take(read, region_lines(region)))
+        if text.strip():
+            parts.append(text)
+    return "\n\n".join(parts)
+
+
+def region_content(region: Region, read: Iterator[str]) -> tuple[str, str]:
+    """(label, content) of a region's block; consumes the texts of its lines from `read`."""
+    if region.label == "table":
+        rows = table_rows(region, read)
+        cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+        return "table", f"<table>{cells}</table>"
+    text = _join(_take(read, region_lines(region)))
+    if region.label == "title":
+        return "title", f"# {text}" if text else ""
+    if region.label == "sub_title":
+        return "sub_title", f"## {text}" if text else ""
+    if region.label == "text" and (match := _CAPTION.match(text)):
+        return _CAPTION_LABELS[match.group(1)], text
+    return region.label, text  # text, header, footer; image: no lines, empty
+
+
+def table_rows(region: Region, read: Iterator[str]) -> list[list[str]]:
+    """A table's cell texts, row by row; a table found without cells has one cell per line."""
+    if not region.cells:
+        return [[text] for text in _take(read, region.lines)]
+    return [[_join(_take(read, cell)) for cell in row] for row in region.cells]
+
+
+def to_grid(box: Box, size: tuple[int, int]) -> Box:
+    """Pixels -> the 0..999 grid, rounded to nearest, as `dsocr.training.synthetic.to_grid` (training's)."""
+    width, height = size
+    x1, y1, x2, y2 = (min(max(int(v * GRID_MAX / s + 0.5), 0), GRID_MAX)
+                      for v, s in zip(box, (width, height, width, height)))
+    return x1, y1, x2, y2
+
+
+def _take(read: Iterator[str], region_or_cell_lines: Sequence[Line]) -> list[str]:
+    return [next(read) for _ in region_or_cell_lines]
+
+
+def _join(texts: Sequence[str]) -> str:
+    # Lines are joined with a space, hyphens kept: "exam-" + "ple" gives "exam- ple". Simple and lossless;
+    # telling a broken word from a real hyphen needs a dictionary.
+    return " ".join(t for t in texts if t)

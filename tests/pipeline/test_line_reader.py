@@ -1,0 +1,232 @@
+"""Pages read by a model that reads lines: the answer assembled from row texts, and the whole path (layout,
+line views, generation, assembly) through `OCR` and `dsocr convert` on a tiny random-weight lines model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from dsocr.api import OCR, PreparedLines
+from dsocr.cli import main
+from dsocr.engine.engine import EngineConfig
+from dsocr.errors import ConfigError
+from dsocr.generation.params import SamplingParams
+from dsocr.output.grounding import to_pixels
+from dsocr.pipeline import layout, line_reader
+from dsocr.pipeline.layout import Line, Region
+from dsocr.pipeline.line_reader import GROUNDING, PLAIN, LinePage, Segment
+from dsocr.processing.lines import rows_per_view
+from dsocr.server.engine import Engine
+from dsocr.testing.fixtures import tiny_config, write_random_checkpoint
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+VIEW = 384  # the lines model's base_size: 6 rows of 64 px
+SHORT = SamplingParams(max_new_tokens=16)
+PAGE = (800, 1000)
+
+
+def _line(y: int) -> Line:
+    return Line((110, y, 690, y + 20))
+
+
+# Regions in reading order with their lines, and the texts the model read for those lines, in the same order.
+REGIONS = (
+    Region("header", (100, 10, 700, 30), lines=(_line(10),)),
+    Region("title", (100, 50, 700, 100), lines=(_line(60),)),
+    Region("text", (100, 120, 700, 220), lines=(_line(120), _line(150), _line(180))),
+    Region("table", (100, 240, 700, 340), cells=(((_line(240),), (_line(240),)),
+                                                 ((_line(280),), (_line(280), _line(300))))),
+    Region("image", (100, 360, 700, 600), lines=(_line(400),)),  # text inside a figure is not read
+    Region("text", (100, 610, 700, 640), lines=(_line(610),)),
+    Region("sub_title", (100, 660, 700, 690), lines=(_line(660),)),
+    Region("text", (100, 700, 700, 740), lines=(_line(700), _line(720))),
+    Region("footer", (380, 960, 420, 990), lines=(_line(960),)),
+)
+TEXTS = ("Annual report 2024", "Results", "The model reads", "a page line by line, with hyphen-",
+         "ation kept.", "Item", "Price", "Apple", "1.25", "each", "Figure 3: accuracy by page.", "Method",
+         "Table 2 lists the prices.", "", "7")
+
+
+def test_the_grounding_answer_has_one_block_per_region_with_grid_boxes_tables_and_captions() -> None:
+    text = line_reader.grounding_text(REGIONS, TEXTS, PAGE)
+    assert text == (
+        "<|ref|>header<|/ref|><|det|>[[125, 10, 874, 30]]<|/det|>\nAnnual report 2024\n\n"
+        "<|ref|>title<|/ref|><|det|>[[125, 50, 874, 100]]<|/det|>\n# Results\n\n"
+        "<|ref|>text<|/ref|><|det|>[[125, 120, 874, 220]]<|/det|>\n"
+        "The model reads a page line by line, with hyphen- ation kept.\n\n"
+        "<|ref|>table<|/ref|><|det|>[[125, 240, 874, 340]]<|/det|>\n"
+        "<table><tr><td>Item</td><td>Price</td></tr><tr><td>Apple</td><td>1.25 each</td></tr></table>\n\n"
+        "<|ref|>image<|/ref|><|det|>[[125, 360, 874, 599]]<|/det|>\n\n\n"
+        "<|ref|>image_caption<|/ref|><|det|>[[125, 609, 874, 639]]<|/det|>\nFigure 3: accuracy by page.\n\n"
+        "<|ref|>sub_title<|/ref|><|det|>[[125, 659, 874, 689]]<|/det|>\n## Method\n\n"
+        "<|ref|>table_caption<|/ref|><|det|>[[125, 699, 874, 739]]<|/det|>\nTable 2 lists the prices.\n\n"
+        "<|ref|>footer<|/ref|><|det|>[[475, 959, 524, 989]]<|/det|>\n7"
+    )
+
+
+def test_the_plain_answer_separates_regions_by_blank_lines_and_table_rows_by_lines() -> None:
+    assert line_reader.plain_text(REGIONS, TEXTS) == (
+        "Annual report 2024\n\nResults\n\nThe model reads a page line by line, with hyphen- ation kept.\n\n"
+        "Item Price\nApple 1.25 each\n\nFigure 3: accuracy by page.\n\nMethod\n\n"
+        "Table 2 lists the prices.\n\n7"
+    )
+
+
+def test_rows_missing_from_a_view_answer_are_empty_and_extra_lines_join_the_last_row() -> None:
+    assert line_reader.split_rows("one\ntwo\n", 3) == (["one", "two", ""], 1)
+    assert line_reader.split_rows("one\ntwo\nthree\nfour", 2) == (["one", "two three four"], 0)
+    assert line_reader.split_rows("a <|ref|>x<|/ref|>", 1) == (["a x"], 0)  # no forged blocks
+
+
+def test_a_line_cut_into_segments_reads_as_its_segments_joined_by_a_space() -> None:
+    regions = (Region("text", (0, 0, 10, 10), lines=(Line((0, 0, 10, 5)), Line((0, 5, 10, 10)))),)
+    # Line 0 has three segments over two views of two rows; line 1 has one.
+    segments = (Segment(0, 0, 0), Segment(0, 0, 1), Segment(0, 1, 0), Segment(1, 1, 1))
+    page = LinePage(regions=regions, views=(), segments=segments, num_lines=2, image_size=(10, 10))
+    texts, warnings = line_reader.line_texts(page, ["The quick\nbrown", "fox"])
+    assert texts == ["The quick brown fox", ""]
+    assert warnings == [("1 of 2 line views answered fewer lines than they have rows (views 2); "
+                         "their last rows are left empty")]
+    text, _ = line_reader.read_page(page, ["a\nb", "c\nd"], PLAIN)
+    assert text == "a b c d"
+
+
+def test_a_page_is_as_unfinished_as_its_worst_view() -> None:
+    assert line_reader.worst_finish(["stop", "stop"]) == ("stop", None)
+    reason, warning = line_reader.worst_finish(["stop", "length", "repetition", "length"])
+    assert reason == "repetition" and warning is not None and "3 of 4 line views" in warning
+
+
+def test_only_the_document_prompts_are_answered() -> None:
+    assert line_reader.answer_format(None) == line_reader.answer_format("markdown") == GROUNDING
+    assert line_reader.answer_format("free") == line_reader.answer_format("ocr") == PLAIN
+    assert line_reader.answer_format("<image>\nFree OCR.") == PLAIN  # the preset's text (the server's)
+    for prompt in ("describe", "figure", "What is in this picture?"):
+        with pytest.raises(ConfigError, match="reads the text lines of documents only"):
+            line_reader.answer_format(prompt)
+
+
+# --- a tiny random-weight lines model ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lines_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = replace(tiny_config(), reading="lines", base_size=VIEW)
+    return write_random_checkpoint(tmp_path_factory.mktemp("lines") / "model", config, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ocr(lines_checkpoint: Path) -> OCR:
+    return OCR.from_pretrained(lines_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def page() -> Image.Image:
+    pytest.importorskip("matplotlib")  # the synthetic pages' fonts
+    from dsocr.training.synthetic import SyntheticConfig, generate_page
+
+    return generate_page(3, SyntheticConfig(augment=0.0)).image
+
+
+def test_a_page_becomes_base_views_with_one_line_segment_per_row(ocr: OCR, page: Image.Image) -> None:
+    assert ocr.reads_lines
+    prepared = ocr.prepare(page, "markdown", mode="gundam", max_crops=9)  # the mode does not apply
+    assert isinstance(prepared, PreparedLines) and prepared.image_size == page.size
+    lines = line_reader.page_lines(layout.analyze(page))
+    found = prepared.page
+    assert found.num_lines == len(lines) > 0 and len(found.views) == len(prepared.views) > 0
+    # Every line has at least one segment; segments follow the lines' order and fill the rows in order.
+    assert sorted({s.line for s in found.segments}) == list(range(found.num_lines))
+    assert [s.line for s in found.segments] == sorted(s.line for s in found.segments)
+    rows = rows_per_view(VIEW)
+    assert [(s.view, s.row) for s in found.segments] == [divmod(i, rows) for i in range(len(found.segments))]
+    for view in prepared.views:
+        assert view.inputs.global_pixels.shape == (3, VIEW, VIEW) and view.inputs.num_crops == 0
+        assert view.inputs.num_image_tokens == (VIEW // 64) ** 2 + 1
+        assert view.prompt_ids == prepared.views[0].prompt_ids
+
+
+def test_a_page_reads_into_one_block_per_layout_region(ocr: OCR, page: Image.Image) -> None:
+    regions = layout.analyze(page)
+    result = ocr.ocr(page, "markdown", sampling=SHORT)
+    assert len(result.blocks) == len(regions) > 0
+    for block, region in zip(result.blocks, regions):
+        captions = ("image_caption", "table_caption") if region.label == "text" else ()
+        assert block.label == region.label or block.label in captions
+        (box,) = block.boxes
+        assert all(abs(a - b) <= 2 for a, b in zip(box, region.box)), (box, region.box)
+        assert to_pixels(line_reader.to_grid(region.box, page.size), *page.size) == box
+    views = len(ocr.prepare(page, "markdown").views)
+    assert result.num_image_tokens == views * ((VIEW // 64) ** 2 + 1)
+    assert 0 < len(result.token_ids) <= views * SHORT.max_new_tokens
+    assert result.finish_reason in ("stop", "length", "repetition")
+    assert result.is_finished or any("line views ended without end-of-sentence" in w for w in result.warnings)
+    assert set(result.timings) >= {"preprocess", "vision", "prefill", "decode"}
+
+
+def test_free_text_and_streaming_give_the_assembled_text(ocr: OCR, page: Image.Image) -> None:
+    pieces: list[str] = []
+    result = ocr.ocr(page, "free", sampling=SHORT, on_text=pieces.append)
+    assert "<|ref|>" not in result.text and pieces == [result.text]
+    assert all(b.label == "text" and not b.boxes for b in result.blocks)
+
+
+def test_a_page_without_text_lines_gives_an_empty_result(ocr: OCR) -> None:
+    (result,) = ocr.ocr_batch([Image.new("RGB", (300, 200), "white")], "markdown", sampling=SHORT)
+    assert result.text == "" and result.blocks == () and result.token_ids == ()
+    assert result.finish_reason == "stop" and result.num_image_tokens == 0
+
+
+def test_prompts_other_than_the_document_ones_are_refused(ocr: OCR, page: Image.Image) -> None:
+    with pytest.raises(ConfigError, match="'markdown' prompt"):
+        ocr.ocr(page, "describe")
+    with pytest.raises(ConfigError):
+        ocr.prepare(page, "Locate the title.")
+
+
+def test_a_lines_page_is_not_a_single_engine_request(ocr: OCR, page: Image.Image) -> None:
+    with pytest.raises(ConfigError, match="OCR.run"):
+        ocr.engine_request(ocr.prepare(page), SamplingParams())
+
+
+def test_the_fast_engine_and_the_server_read_lines_pages_as_the_reference_loop(lines_checkpoint: Path,
+                                                                             ocr: OCR) -> None:
+    sample = Image.open(EXAMPLES / "sample.png")
+    expected = ocr.ocr_batch([sample, sample], "markdown", sampling=SHORT)
+    fast = OCR.from_pretrained(lines_checkpoint, device="cpu", engine="fast",
+                               engine_config=EngineConfig(compile=False))
+    assert fast.engine is not None
+    assert [r.token_ids for r in fast.ocr_batch([sample, sample], "markdown", sampling=SHORT)] == \
+        [r.token_ids for r in expected]
+    server = Engine(fast)  # a page is several views with one assembled answer: batches of OCR.run
+    try:
+        assert server.llm is None
+        pieces: list[str] = []
+        result = server.run(fast.prepare(sample, "markdown"), SHORT, on_text=pieces.append)
+    finally:
+        server.stop()
+    assert result.text == expected[0].text and pieces == [result.text]
+
+
+def test_convert_writes_markdown_with_a_lines_model(lines_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run = CliRunner().invoke(main, ["convert", str(EXAMPLES / "sample.pdf"), "-o", str(out), "--model",
+                                    str(lines_checkpoint), "--max-tokens", "12", "--retries", "0",
+                                    "--device", "cpu", "--format", "md,json", "-q"])
+    assert run.exit_code == 0, run.output
+    markdown = (out / "sample/sample.md").read_text()
+    data = json.loads((out / "sample/sample.json").read_text())
+    assert len(data["pages"]) == 2 and markdown.strip()
+    assert all(p["status"] in ("ok", "truncated", "repetition") and p["blocks"] for p in data["pages"])
+
+
+def test_convert_refuses_a_prompt_a_lines_model_cannot_answer(lines_checkpoint: Path, tmp_path: Path) -> None:
+    run = CliRunner().invoke(main, ["convert", str(EXAMPLES / "sample.pdf"), "-o", str(tmp_path / "out"),
+                                    "--model", str(lines_checkpoint), "--prompt", "describe",
+                                    "--device", "cpu"])
+    assert run.exit_code != 0 and "documents only" in run.output
