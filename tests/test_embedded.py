@@ -26,7 +26,7 @@ def _render(text: str) -> Image.Image:
     from dsocr.training.synthetic import load_font
 
     font = load_font("DejaVuSerif.ttf", 22)
-    image = Image.new("RGB", (900, 300), "white")
+    image = Image.new("RGB", (1300, 300), "white")  # the whole sentence on one line, margins to spare
     ImageDraw.Draw(image).text((60, 120), text, fill="black", font=font)
     return image
 
@@ -36,7 +36,7 @@ def test_the_embedded_model_reads_a_sentence_it_never_saw() -> None:
 
     ocr = OCR.from_pretrained(EMBEDDED_DIR, device="cpu")
     text = ocr.ocr(_render(SENTENCE), "free").text
-    assert cer(" ".join(text.split()), SENTENCE) <= 0.05, text
+    assert " ".join(text.split()) == SENTENCE, f"CER {cer(' '.join(text.split()), SENTENCE):.3f}: {text!r}"
 
 
 def test_convert_uses_the_embedded_model_offline_when_no_model_is_named(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def pack_page(image: Image.Image, regions: Sequence[Region], size: int) -> LineP
         parts = cut_line(image, line.box, size)
         segments += parts
         owners += [i] * len(parts)
-    views, placements = lines.pack(segments, size)
+    views, placements = lines.pack(segments, size, lines.paper_colour(image))
     return LinePage(regions=tuple(regions), views=tuple(views),
                     segments=tuple(Segment(o, p.view, p.row) for o, p in zip(owners, placements)),
                     num_lines=len(found), image_size=image.size)

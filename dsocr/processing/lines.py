@@ -103,15 +103,26 @@ def row_origin(row: int, segment_height: int) -> tuple[int, int]:
     return MARGIN, row * ROW + (ROW - segment_height) // 2
 
 
-def pack(segments: Sequence[Image.Image], size: int) -> tuple[list[Image.Image], list[Placement]]:
-    """Segments into views of `size` x `size`, one per row in order; the last view's unused rows stay blank."""
+def paper_colour(image: Image.Image) -> tuple[int, int, int]:
+    """The page's paper: the median colour of (a grid of) its pixels, which on a document are mostly paper. Views
+    are filled with it, so that a cut-out line sits on the same paper as around it (training draws a view's
+    rows on one paper too)."""
+    pixels = np.asarray(image.convert("RGB"))[::4, ::4].reshape(-1, 3)
+    r, g, b = (int(v) for v in np.median(pixels, axis=0)) if pixels.size else WHITE
+    return r, g, b
+
+
+def pack(segments: Sequence[Image.Image], size: int,
+         background: tuple[int, int, int] = WHITE) -> tuple[list[Image.Image], list[Placement]]:
+    """Segments into views of `size` x `size` filled with `background`, one segment per row in order; the last
+    view's unused rows stay blank."""
     rows = rows_per_view(size)
     views: list[Image.Image] = []
     placements: list[Placement] = []
     for i, segment in enumerate(segments):
         view, row = divmod(i, rows)
         if row == 0:
-            views.append(Image.new("RGB", (size, size), WHITE))
+            views.append(Image.new("RGB", (size, size), background))
         if segment.width > segment_width(size):
             segment = segment.crop((0, 0, segment_width(size), segment.height))
         views[view].paste(segment.convert("RGB"), row_origin(row, segment.height))

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 from random import Random
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from dsocr.processing import lines
+from dsocr.training import corpus
 from dsocr.training.synthetic import (
     FONT_FAMILIES,
     Glyph,
@@ -36,6 +38,9 @@ from dsocr.training.synthetic import (
 
 FONT_SIZES = (11, 48)  # px: the size a row is first rendered at, before it is scaled to the ink height
 PAD = 6  # blank pixels around a row's text while it is drawn
+# regular, bold, italic, like FONT_FAMILIES; their files map ASCII to TeX's OT1 encoding, right only for _CM_SAFE
+COMPUTER_MODERN = (("cmr10.ttf", "cmb10.ttf", "cmti10.ttf"), ("cmss10.ttf",) * 3, ("cmtt10.ttf",) * 3)
+_CM_SAFE = frozenset(string.ascii_letters + string.digits + " .,;:?!()[]+=/*&$#%@-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +60,12 @@ def generate_strips(seed: int, size: int) -> StripView:
     rng = Random(seed)
     capacity = lines.rows_per_view(size)
     count = capacity if rng.random() < 0.5 else rng.randint(1, capacity)
-    view = Image.new("RGB", (size, size), lines.WHITE)
+    paper = 255 if rng.random() < 0.4 else 255 - rng.randint(1, 30)  # one paper for the view, as on a page
+    view = Image.new("RGB", (size, size), (paper,) * 3)
     texts: list[str] = []
     glyphs: list[Glyph] = []
     for row in range(count):
-        text, segment, centres = _row(rng, lines.segment_width(size))
+        text, segment, centres = _row(rng, lines.segment_width(size), paper)
         x, y = lines.row_origin(row, segment.height)
         view.paste(segment, (x, y))
         texts.append(text)
@@ -67,18 +73,25 @@ def generate_strips(seed: int, size: int) -> StripView:
     return StripView(view, tuple(texts), tuple(glyphs), seed)
 
 
-def _row(rng: Random, max_width: int) -> tuple[str, Image.Image, list[tuple[str, float]]]:
+def _row(rng: Random, max_width: int, paper: int) -> tuple[str, Image.Image, list[tuple[str, float]]]:
     """One row: its text, its normalized image, and each character's centre x in it."""
-    family = FONT_FAMILIES[rng.choice(tuple(FONT_FAMILIES))]
-    style = 0 if rng.random() < 0.75 else rng.choice((1, 2))
-    font = load_font(family[style], rng.randint(*FONT_SIZES))
     words = _words_for_row(rng)
+    font = _font(rng, " ".join(words))
+    stretch = rng.uniform(0.8, 1.2) if rng.random() < 0.3 else 1.0  # narrower and wider faces than ours
+    weight = rng.random()  # < 0.1: bolder strokes, > 0.95: thinner (print that is not our fonts' weight)
     fill = 1.0 if rng.random() < 0.6 else rng.uniform(0.1, 1.0)
     while True:
-        words = _fit(words, font, fill * max_width) if len(words) > 1 else words
+        words = _fit(words, font, fill * max_width / stretch) if len(words) > 1 else words
         text = " ".join(words)
-        image, crop = _draw(rng, text, font)
-        segment = lines.normalize_line(image.crop(crop))
+        image, crop = _draw(rng, text, font, paper)
+        ink = image.crop(crop)
+        if stretch != 1.0:
+            ink = ink.resize((max(1, round(ink.width * stretch)), ink.height), Image.Resampling.BICUBIC)
+        if weight < 0.1 and font.size >= 20:
+            ink = ink.filter(ImageFilter.MinFilter(3))
+        elif weight > 0.95 and font.size >= 30:
+            ink = ink.filter(ImageFilter.MaxFilter(3))
+        segment = lines.normalize_line(ink)
         if segment.width <= max_width or len(words) == 1:
             break
         words = words[:-1]
@@ -89,9 +102,20 @@ def _row(rng: Random, max_width: int) -> tuple[str, Image.Image, list[tuple[str,
     for ch in text:
         advance = _advance(font, ch)
         if not ch.isspace():
-            centres.append((ch, (x + advance / 2) * scale))
+            centres.append((ch, (x + advance / 2) * stretch * scale))
         x += advance
     return text, segment, [(ch, min(max(x, 0.0), segment.width - 1.0)) for ch, x in centres]  # ':' ends past its ink
+
+
+def _font(rng: Random, text: str) -> ImageFont.FreeTypeFont:
+    """A face for the row: the synthetic pages' families, or TeX's Computer Modern (roman, sans, typewriter,
+    shipped with matplotlib too) for text its old encoding draws right (it has no <, >, {, |, _ ...)."""
+    families = (*FONT_FAMILIES.values(), *COMPUTER_MODERN)
+    family = families[rng.randrange(len(families))]
+    if family in COMPUTER_MODERN and not set(text) <= _CM_SAFE:
+        family = FONT_FAMILIES["sans"]
+    style = 0 if rng.random() < 0.75 else rng.choice((1, 2))
+    return load_font(family[style], rng.randint(*FONT_SIZES))
 
 
 def _words_for_row(rng: Random) -> list[str]:
@@ -99,17 +123,17 @@ def _words_for_row(rng: Random) -> list[str]:
     numbers, or a labelled line. The corpus has ~2400 distinct words: a model that saw only those would read
     any other word as the nearest of them, so a third of the rows have words it cannot know, and must spell."""
     kind = rng.random()
-    if kind < 0.3:  # a run of a real paragraph, punctuation and all
-        words = rng.choice(_openings()).split()
+    if kind < 0.4:  # a run of real prose, punctuation and all: the manual's or a standard-library docstring's
+        words = rng.choice(_openings() if kind < 0.2 else corpus.docstrings()).split()
         start = rng.randrange(max(1, len(words) - 4))
         words = words[start:start + 40]
     elif kind < 0.55:  # words in a random order: readable, not guessable
-        words = [rng.choice(_words()) for _ in range(30)]
-    elif kind < 0.77:  # made-up words among real ones
-        words = [_made_up(rng) if rng.random() < 0.6 else rng.choice(_words()) for _ in range(30)]
-    elif kind < 0.85:  # codes, identifiers, amounts
+        words = [rng.choice(_words() if rng.random() < 0.5 else _doc_words()) for _ in range(30)]
+    elif kind < 0.72:  # made-up words among real ones
+        words = [_made_up(rng) if rng.random() < 0.6 else rng.choice(_doc_words()) for _ in range(30)]
+    elif kind < 0.8:  # codes, identifiers, amounts
         words = [_code(rng) for _ in range(20)]
-    elif kind < 0.93:  # a table's cells
+    elif kind < 0.9:  # a table's cells
         words = [_cell(rng, rng.choice(("int", "decimal", "percent", "word"))) for _ in range(12)]
     else:  # headings, list items, captions
         head = rng.choice((f"{rng.randint(1, 12)}.", "-", f"Figure {rng.randint(1, 9)}:",
@@ -118,6 +142,18 @@ def _words_for_row(rng: Random) -> list[str]:
     if rng.random() < 0.05:
         words = [w.upper() for w in words]
     return words or ["-"]
+
+
+@lru_cache(maxsize=1)
+def _doc_words() -> tuple[str, ...]:
+    """The distinct words of the standard library's docstrings (corpus.docstrings), in first-seen order."""
+    seen: dict[str, None] = {}
+    for paragraph in corpus.docstrings():
+        for word in paragraph.split():
+            word = word.strip(".,;:()\"'`*")
+            if word.isalpha() and 2 <= len(word) <= 16:
+                seen.setdefault(word, None)
+    return tuple(seen)
 
 
 def _made_up(rng: Random) -> str:
@@ -160,10 +196,10 @@ def _fit(words: list[str], font: ImageFont.FreeTypeFont, width: float) -> list[s
     return words[:lo]
 
 
-def _draw(rng: Random, text: str, font: ImageFont.FreeTypeFont) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """The text drawn at its size on a little paper, degraded, and the box of its ink."""
+def _draw(rng: Random, text: str, font: ImageFont.FreeTypeFont,
+          paper: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The text drawn at its size on a little of the view's paper, degraded, and the box of its ink."""
     left, top, right, bottom = font.getbbox(text)
-    paper = 255 - rng.randint(0, 25)
     image = Image.new("RGB", (right - left + 2 * PAD, bottom - top + 2 * PAD), (paper,) * 3)
     grey = rng.randint(0, 70)
     ImageDraw.Draw(image).text((PAD - left, PAD - top), text, font=font, fill=(grey, grey, grey))

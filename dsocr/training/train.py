@@ -385,6 +385,9 @@ class Trainer:
 
             samples = [generate_page(self.config.seed * 10**9 + 900_000_000 + i) for i in range(self.config.tokenizer_pages)]
             extra = [t for page in samples for t in (page.grounding_target(), page.plain_target())]
+            if self.config.strips:  # the words a line reader meets: docstrings, made-up words, codes
+                extra += [strip_example(self.config.seed * 10**9 + 900_000_000 + i, 640).target
+                          for i in range(4 * self.config.tokenizer_pages)]
             train_tokenizer(training_text(extra), path, vocab_size=self.config.vocab_size)
         return Tokenizer.from_file(path)
 

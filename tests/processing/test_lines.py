@@ -86,3 +86,12 @@ def test_pack_crops_a_segment_wider_than_a_row(size: int) -> None:
     views, _ = lines.pack([_bars([size * 2])], size)
     ink = np.asarray(views[0].convert("L")) < lines.INK_LEVEL
     assert np.nonzero(ink.any(axis=0))[0].max() == lines.MARGIN + lines.segment_width(size) - 1
+
+
+def test_views_are_filled_with_the_pages_paper() -> None:
+    page = Image.new("RGB", (200, 100), (236, 232, 220))
+    ImageDraw.Draw(page).rectangle((20, 20, 120, 40), fill="black")
+    paper = lines.paper_colour(page)
+    assert paper == (236, 232, 220)
+    views, _ = lines.pack([_bars([30])], 384, paper)
+    assert views[0].getpixel((383, 383)) == paper and views[0].getpixel((lines.MARGIN, 20)) == (0, 0, 0)

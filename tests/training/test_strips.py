@@ -57,3 +57,29 @@ def test_text_is_prose_words_numbers_and_labelled_lines(views: list) -> None:
     text = " ".join(v.target for v in views)
     assert any(ch.isdigit() for ch in text) and any(ch in ".,:;" for ch in text)
     assert len(set(text.split())) > 150  # varied: nothing to learn by heart
+
+
+def test_a_view_is_one_paper_and_computer_modern_only_draws_what_it_encodes(views: list) -> None:
+    from dsocr.training import strips
+
+    for view in views:  # the paper around the rows is the paper under them: no patch edges to read
+        grey = np.asarray(view.image.convert("L"))
+        assert grey[:, -4:].min() == grey[:, -4:].max()
+    assert {"<", ">", "{", "|", "_", '"'}.isdisjoint(strips._CM_SAFE)
+    from random import Random
+
+    faces = {strips._font(Random(i), 'x_{a} "b"').path.rsplit("/", 1)[-1] for i in range(200)}
+    assert not any(face.startswith("cm") for face in faces)  # text with unsafe characters: never TeX fonts
+    faces = {strips._font(Random(i), "plain words 12").path.rsplit("/", 1)[-1] for i in range(200)}
+    assert {"cmr10.ttf", "cmss10.ttf", "cmtt10.ttf"} <= faces
+
+
+def test_rows_mix_words_the_manual_does_not_have() -> None:
+    from dsocr.training import corpus
+
+    manual = set(corpus.words())
+    words = {w.strip(".,;:()\"'") for seed in range(40) for w in generate_strips(seed, 640).target.split()}
+    unknown = {w for w in words if w.isalpha() and w not in manual}
+    assert len(unknown) > len(words) / 4
+    docs = corpus.docstrings()
+    assert len(docs) > 1000 and docs == corpus.docstrings() and all(len(d) >= 40 and d.isascii() for d in docs)
