@@ -11,8 +11,11 @@
 #
 # The vision tower trains at the full rate here (VISION_LR_SCALE=1): the glyph loss (GLYPH_WEIGHT=0.1) keeps
 # it from collapsing (docs/training.md, run 2). ALIGN_WEIGHT=0, SNIPPETS=0.5, QUERY_POSITIONS=0 by default,
-# SNIPPET_FONTS=LO-HI (px) and GLYPH_SLOTS=1 optional. The embedded model reads lines: STRIPS=1 SNIPPETS=0
-# MODE=base (line views only; docs/training.md, run 4). They are passed explicitly so that a warm restart (a
+# SNIPPET_FONTS=LO-HI (px) and GLYPH_SLOTS=1 optional. The embedded model reads lines (docs/training.md, run 4):
+#
+#   STRIPS=1 SNIPPETS=0 MODE=base BATCH=64 STEPS=6000 SAVE_EVERY=500 WARMUP=300 MINUTES=8 bash scripts/device_train_embedded.sh
+#
+# three calls of one lease (the last one ends at STEPS), back to back: the machine is given back 30 s after a call. They are passed explicitly so that a warm restart (a
 # fine-tuning run as far as `dsocr train` knows) keeps them. SAVE_EVERY=1000 steps: each save logs the vision
 # spread and the teacher-forced check (train.teacher_forced) on held-out snippets.
 #
