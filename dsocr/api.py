@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 ImageSource = str | os.PathLike | bytes | Image.Image
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EMBED_IMAGES = 16  # images through the vision tower at once (see OCR._embed)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -368,6 +369,14 @@ class OCR:
         return self._result(prepared.inputs, request, {"preprocess": prepared.seconds, "ttft": request.ttft})
 
     def _embed(self, inputs: Sequence[ImageInputs | DeferredImageInputs]) -> list[torch.Tensor]:
+        """The images' visual embeddings, EMBED_IMAGES at a time: SAM's global attention holds a views x heads x
+        tokens^2 bias, and a batch of dense pages read as lines can be a hundred views."""
+        embeds: list[torch.Tensor] = []
+        for start in range(0, len(inputs), EMBED_IMAGES):
+            embeds += self._embed_group(inputs[start:start + EMBED_IMAGES])
+        return embeds
+
+    def _embed_group(self, inputs: Sequence[ImageInputs | DeferredImageInputs]) -> list[torch.Tensor]:
         device, dtype = self.model.device, self.model.dtype
         # uint8 pixels travel to the device; normalisation happens there in float32, then the model dtype.
         views = [x.views(device) for x in inputs]
