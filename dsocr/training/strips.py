@@ -7,7 +7,7 @@ paper tone), then scaled to the common ink height by `lines.normalize_line`, as 
 finds. The text is real prose from the corpus (a run of a paragraph), words of it in a random order (which can
 only be read, not recited), table-like numbers, or list items, headings and captions. The target is the rows'
 texts, one per line: the answer to the `free` prompt. A third of the rows mix in made-up words and codes, which
-only spelling can read. Deterministic by seed, like `synthetic`.
+only spelling can read; some rows are typeset (curly quotes, dashes, bullets, accented words, signs). Deterministic by seed, like `synthetic`.
 """
 
 from __future__ import annotations
@@ -141,7 +141,34 @@ def _words_for_row(rng: Random) -> list[str]:
         words = [head, *_fragment(rng, 2, 12).split()]
     if rng.random() < 0.05:
         words = [w.upper() for w in words]
+    if rng.random() < 0.15:
+        words = _typeset(rng, words)
     return words or ["-"]
+
+
+_ACCENTED = ("café", "naïve", "résumé", "façade", "Zürich", "São", "über", "déjà", "Ångström", "señor",
+             "jalapeño", "Québec", "Málaga", "Göteborg", "Øresund", "crème", "brûlée", "Æsop", "piñata", "Dvořák")
+_SIGNS = ("©", "®", "°", "€", "£", "±", "×", "µ", "§", "→", "·")
+
+
+def _typeset(rng: Random, words: list[str]) -> list[str]:
+    """What printed text has and the manual's ASCII lacks: curly quotes and apostrophes, en and em dashes,
+    bullets, accented words, signs."""
+    out = []
+    for word in words:
+        if word.startswith('"'):
+            word = "“" + word[1:]
+        if word.endswith(('"', '",', '".')):
+            word = word.replace('"', "”")
+        word = word.replace("'", "’")
+        if word == "-":
+            word = rng.choice(("–", "—", "•"))
+        elif rng.random() < 0.08:
+            word = rng.choice(_ACCENTED)
+        elif rng.random() < 0.03:
+            word = rng.choice(_SIGNS) + word if rng.random() < 0.5 else word + rng.choice(_SIGNS)
+        out.append(word)
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -83,3 +83,9 @@ def test_rows_mix_words_the_manual_does_not_have() -> None:
     assert len(unknown) > len(words) / 4
     docs = corpus.docstrings()
     assert len(docs) > 1000 and docs == corpus.docstrings() and all(len(d) >= 40 and d.isascii() for d in docs)
+
+
+def test_some_rows_are_typeset_with_what_print_has_beyond_ascii() -> None:
+    text = " ".join(generate_strips(seed, 640).target for seed in range(120))
+    assert {"’", "é"} & set(text) and any(ch in text for ch in "“”–—•")
+    assert sum(not ch.isascii() for ch in text) < len(text) / 50  # a seasoning, not the meal
