@@ -103,7 +103,8 @@ def _text_regions(lines: list[_TextLine], blocks: list[list[int]], shape: tuple[
         elif len(b) == 1 and small and cy > height - zone:
             labels[k] = "footer"
         elif len(b) <= 2 and ((line.size >= 1.12 * body_size and ink_height >= 0.9)
-                              or (line.stroke >= 1.3 * body_stroke and line.size >= 0.95 * body_size)):
+                              or (line.stroke >= (1.2 if line.size >= body_size else 1.3) * body_stroke
+                                  and line.size >= 0.85 * body_size)):  # bold: a small bold heading too
             labels[k] = "sub_title"
     furniture = {"header", "footer"}
     for k in range(len(blocks)):  # furniture stands alone in its rows: not the top line of a column
