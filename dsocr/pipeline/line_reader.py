@@ -4,9 +4,10 @@ the views' answers assembled back into the page's answer, in the official ground
 Must not load a model, tokenize or generate: `dsocr.api.OCR` runs the views. The layout comes from
 `dsocr.pipeline.layout`, the views' geometry (normalize, split, pack) from `dsocr.processing.lines`.
 
-A page becomes: its regions in reading order, their lines in region/cell/line order (`page_lines`), each line
-one or more segments (cut at word gaps when too wide for a row), the segments packed one per row into views.
-Each view's answer is its rows' texts, one per line; a line's text is its segments' texts joined by a space.
+A page becomes: its regions in reading order, their text in streams (`page_streams`: a paragraph's lines, or a
+table cell's, are one stream, read as one run of text), each stream's lines joined end to end and cut at word
+gaps into segments that fit a row, the segments packed one per row into views. Each view's answer is its rows'
+texts, one per line; a stream's text is its segments' texts joined by a space.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _MARKUP = re.compile(r"<\|/?(?:ref|det)\|>")  # grounding tags in a row's text w
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    line: int  # its line's index in `page_lines` order
+    stream: int  # its stream's index in `page_streams` order
     view: int
     row: int
 
@@ -50,7 +51,7 @@ class LinePage:
     regions: tuple[Region, ...]  # reading order
     views: tuple[Image.Image, ...]  # size x size RGB
     segments: tuple[Segment, ...]  # reading order: segment i is row i % rows of view i // rows
-    num_lines: int
+    num_streams: int
     image_size: tuple[int, int]  # (width, height) of the page
 
     def rows(self, view: int) -> int:
@@ -88,41 +89,51 @@ def line_views(image: Image.Image, size: int) -> LinePage:
 
 
 def pack_page(image: Image.Image, regions: Sequence[Region], size: int) -> LinePage:
-    """The lines of `regions`, cut from `image`, packed into views of `size` pixels."""
-    found = page_lines(regions)
+    """The text of `regions`, cut from `image` stream by stream, packed into views of `size` pixels."""
+    streams = page_streams(regions)
+    paper = lines.paper_colour(image)
     segments: list[Image.Image] = []
     owners: list[int] = []
-    for i, line in enumerate(found):
-        parts = cut_line(image, line.box, size)
+    for i, stream in enumerate(streams):
+        parts = cut_stream(image, stream, size, paper)
         segments += parts
         owners += [i] * len(parts)
-    views, placements = lines.pack(segments, size, lines.paper_colour(image))
+    views, placements = lines.pack(segments, size, paper)
     return LinePage(regions=tuple(regions), views=tuple(views),
                     segments=tuple(Segment(o, p.view, p.row) for o, p in zip(owners, placements)),
-                    num_lines=len(found), image_size=image.size)
+                    num_streams=len(streams), image_size=image.size)
 
 
-def region_lines(region: Region) -> tuple[Line, ...]:
-    """The lines read for a region: a table's cell by cell, row by row; none for an image."""
+def region_streams(region: Region) -> list[tuple[Line, ...]]:
+    """The streams read for a region: a table's non-empty cells, row by row (a table found without cells: each
+    line); none for an image; else all its lines as one."""
     if region.label == "image":
-        return ()
+        return []
     if region.cells:
-        return tuple(line for row in region.cells for cell in row for line in cell)
-    return region.lines
+        return [cell for row in region.cells for cell in row if cell]
+    if region.label == "table":
+        return [(line,) for line in region.lines]
+    return [region.lines] if region.lines else []
 
 
-def page_lines(regions: Sequence[Region]) -> list[Line]:
-    return [line for region in regions for line in region_lines(region)]
+def page_streams(regions: Sequence[Region]) -> list[tuple[Line, ...]]:
+    return [stream for region in regions for stream in region_streams(region)]
 
 
-def cut_line(image: Image.Image, box: Box, size: int) -> list[Image.Image]:
-    """A line's segments: its crop scaled to the rows' ink height and split at word gaps. Always at least one,
-    so that every line has a text (a crop too faint for `split_line`'s ink level is kept whole)."""
+def cut_stream(image: Image.Image, stream: Sequence[Line], size: int,
+               paper: tuple[int, int, int] = lines.WHITE) -> list[Image.Image]:
+    """A stream's segments: its lines' crops scaled to the rows' ink height, joined end to end, split at word
+    gaps. Always at least one, so that every stream has a text (a crop too faint for `split_line`'s ink level is
+    kept whole)."""
+    strip = lines.join_lines([_normalized(image, line.box) for line in stream], paper)
+    return lines.split_line(strip, lines.segment_width(size)) or [strip]
+
+
+def _normalized(image: Image.Image, box: Box) -> Image.Image:
     width, height = image.size
     x1, y1 = min(max(box[0], 0), width - 1), min(max(box[1], 0), height - 1)
     x2, y2 = max(min(box[2], width), x1 + 1), max(min(box[3], height), y1 + 1)  # at least one pixel
-    line = lines.normalize_line(image.crop((x1, y1, x2, y2)))
-    return lines.split_line(line, lines.segment_width(size)) or [line]
+    return lines.normalize_line(image.crop((x1, y1, x2, y2)))
 
 
 # --- view answers -> page answer -----------------------------------------------------------------------
@@ -138,14 +149,14 @@ def split_rows(text: str, rows: int) -> tuple[list[str], int]:
     return answer + [""] * missing, max(missing, 0)
 
 
-def line_texts(page: LinePage, view_texts: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Each line's text (its segments' texts joined by a space), and a warning about views short of rows."""
+def stream_texts(page: LinePage, view_texts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Each stream's text (its segments' texts joined by a space), and a warning about views short of rows."""
     rows = [split_rows(text, page.rows(v)) for v, text in enumerate(view_texts)]
-    parts: list[list[str]] = [[] for _ in range(page.num_lines)]
+    parts: list[list[str]] = [[] for _ in range(page.num_streams)]
     for segment in page.segments:
         text = rows[segment.view][0][segment.row]
         if text:
-            parts[segment.line].append(text)
+            parts[segment.stream].append(text)
     short = [v + 1 for v, (_, missing) in enumerate(rows) if missing]
     warnings = []
     if short:
@@ -156,7 +167,7 @@ def line_texts(page: LinePage, view_texts: Sequence[str]) -> tuple[list[str], li
 
 def read_page(page: LinePage, view_texts: Sequence[str], answer: str) -> tuple[str, list[str]]:
     """The page's answer from its views' answers (in view order), and warnings."""
-    texts, warnings = line_texts(page, view_texts)
+    texts, warnings = stream_texts(page, view_texts)
     if answer == GROUNDING:
         return grounding_text(page.regions, texts, page.image_size), warnings
     return plain_text(page.regions, texts), warnings
@@ -194,19 +205,19 @@ def plain_text(regions: Sequence[Region], texts: Sequence[str]) -> str:
         if region.label == "table":
             text = "\n".join(" ".join(c for c in row if c) for row in table_rows(region, read))
         else:
-            text = _join(_take(read, region_lines(region)))
+            text = _text(region, read)
         if text.strip():
             parts.append(text)
     return "\n\n".join(parts)
 
 
 def region_content(region: Region, read: Iterator[str]) -> tuple[str, str]:
-    """(label, content) of a region's block; consumes the texts of its lines from `read`."""
+    """(label, content) of a region's block; consumes the texts of its streams from `read`."""
     if region.label == "table":
         rows = table_rows(region, read)
         cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
         return "table", f"<table>{cells}</table>"
-    text = _join(_take(read, region_lines(region)))
+    text = _text(region, read)
     if region.label == "title":
         return "title", f"# {text}" if text else ""
     if region.label == "sub_title":
@@ -217,10 +228,11 @@ def region_content(region: Region, read: Iterator[str]) -> tuple[str, str]:
 
 
 def table_rows(region: Region, read: Iterator[str]) -> list[list[str]]:
-    """A table's cell texts, row by row; a table found without cells has one cell per line."""
+    """A table's cell texts, row by row (an empty cell: ""); a table found without cells has one cell per
+    line."""
     if not region.cells:
-        return [[text] for text in _take(read, region.lines)]
-    return [[_join(_take(read, cell)) for cell in row] for row in region.cells]
+        return [[next(read)] for _ in region.lines]
+    return [[next(read) if cell else "" for cell in row] for row in region.cells]
 
 
 def to_grid(box: Box, size: tuple[int, int]) -> Box:
@@ -231,11 +243,7 @@ def to_grid(box: Box, size: tuple[int, int]) -> Box:
     return x1, y1, x2, y2
 
 
-def _take(read: Iterator[str], region_or_cell_lines: Sequence[Line]) -> list[str]:
-    return [next(read) for _ in region_or_cell_lines]
-
-
-def _join(texts: Sequence[str]) -> str:
-    # Lines are joined with a space, hyphens kept: "exam-" + "ple" gives "exam- ple". Simple and lossless;
-    # telling a broken word from a real hyphen needs a dictionary.
-    return " ".join(t for t in texts if t)
+def _text(region: Region, read: Iterator[str]) -> str:
+    # A paragraph's lines are one stream, joined end to end with a word space: "exam-" + "ple" reads
+    # "exam- ple". Simple and lossless; telling a broken word from a real hyphen needs a dictionary.
+    return " ".join(t for t in (next(read) for _ in region_streams(region)) if t)

@@ -1,11 +1,13 @@
 """Line views: how a model that reads lines (the embedded model, `reading: "lines"` in its config) sees a page.
 
-A page's text lines (found by `dsocr.pipeline.layout`) are cut out at their ink box, scaled to one ink height,
-split at word gaps into segments that fit a view's width, and packed into views of `size` x `size` pixels,
-one segment per row of 64 pixels: the vision tower's cell (16-pixel patches, compressed 4 x 4), so every row of
-the view's visual tokens holds exactly one line of print, read left to right, rows top to bottom. The model
-answers the `free` prompt with the rows' texts, one per line. Training draws the same views
-(`dsocr.training.strips`) with this module's functions, so what the model learns is what the pipeline shows it.
+A page's text lines (found by `dsocr.pipeline.layout`) are cut out at their ink box and scaled to one x-height,
+their baselines at one height in the row (`line_scaling`: the x-height band is where the line's ink is densest);
+the lines of one paragraph (or table cell) are joined end to end with a word space, as their text is, and the
+strip is split at word gaps into segments that fit a view's width. The segments are packed into views of `size`
+x `size` pixels, one per row of 64 pixels: the vision tower's cell (16-pixel patches, compressed 4 x 4), so every
+row of the view's visual tokens holds one run of print, read left to right, rows top to bottom. The model answers
+the `free` prompt with the rows' texts, one per line. Training draws the same views (`dsocr.training.strips`)
+with this module's functions, so what the model learns is what the pipeline shows it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from PIL import Image
 from dsocr.model.config import PIXELS_PER_TOKEN
 
 ROW = PIXELS_PER_TOKEN  # one cell of the vision tower (patch 16 x the neck's two stride-2 convolutions)
-INK_HEIGHT = 44  # a line's ink box is scaled to this height, centred in its row
+X_HEIGHT = 18  # a line's x-height after scaling (~4 characters a cell)
+BASELINE = 46  # a line's baseline, from the top of its row: ascenders reach ~20, descenders ~54
+BAND = 0.5  # rows with this share of a line's typical busy row's ink make its x-height band
 MARGIN = 8  # left margin of every row
-MIN_GAP = 7  # columns without ink, at INK_HEIGHT, that may separate two segments (a word space is ~12)
+MIN_GAP = 6  # columns without ink, at X_HEIGHT, that may separate two segments (a word space is ~10)
+WORD_GAP = 12  # blank columns between two lines joined end to end
 INK_LEVEL = 160  # grey values darker than this are ink (clean print on light paper)
 WHITE = (255, 255, 255)
 
@@ -44,13 +49,67 @@ def ink_box(image: Image.Image, level: int = INK_LEVEL) -> tuple[int, int, int, 
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def normalize_line(crop: Image.Image, ink_height: int = INK_HEIGHT) -> Image.Image:
-    """A line's crop (its ink box) scaled to `ink_height` pixels high, in RGB. Bicubic both ways: small print is
-    enlarged, large print reduced, as the rows of training were."""
-    width, height = crop.size
-    scale = ink_height / max(height, 1)
-    new = (max(1, round(width * scale)), ink_height)
-    return crop.convert("RGB").resize(new, Image.Resampling.BICUBIC)
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    scale: float  # row pixels per crop pixel
+    top: float  # where the crop's top row lands in its row (negative: above it, clipped)
+
+
+def line_scaling(crop: Image.Image) -> Scaling:
+    """How a line's crop goes into a row: its x-height band (the rows holding at least BAND of a busy row's ink,
+    the 75th percentile: the x-height letters; ascenders and descenders are sparser) scaled to X_HEIGHT, its
+    bottom (the baseline) at BASELINE. A line with no x-height letters ("2026", "TOTAL") is scaled by what it
+    has, its band at least 0.4 of its ink's height ("-", "."). Training rows are scaled by the same rule."""
+    grey = np.asarray(crop.convert("L"), dtype=np.float32)
+    if grey.size == 0:
+        return Scaling(1.0, 0.0)
+    # halfway between its paper and its darkest ink: light or blurred print keeps its thin strokes
+    paper, darkest = np.percentile(grey, (80, 1))
+    if paper - darkest <= 40:  # no print: any scale will do
+        return Scaling(X_HEIGHT / max(crop.height, 1), BASELINE - X_HEIGHT)
+    counts = (grey < min((paper + darkest) / 2, INK_LEVEL + 40)).sum(axis=1)
+    if not counts.any():
+        return Scaling(X_HEIGHT / max(crop.height, 1), BASELINE - X_HEIGHT)
+    ink = np.nonzero(counts)[0]
+    level = BAND * np.percentile(counts[ink[0]:ink[-1] + 1], 75)  # not the max: one row of flat letter feet
+    band = np.nonzero(counts >= level)[0]
+    top = band[0] - _crossing(counts, band[0], band[0] - 1, level)  # sub-pixel edges: small print has
+    base = band[-1] + 1 + _crossing(counts, band[-1], band[-1] + 1, level)  # an x-height of 5-8 pixels
+    scale = X_HEIGHT / max(base - top, 0.4 * (int(ink[-1]) + 1 - int(ink[0])), 1.0)
+    return Scaling(float(scale), float(BASELINE - base * scale))
+
+
+def _crossing(counts: np.ndarray, inside: int, outside: int, level: float) -> float:
+    """How far past the band's last row (0..1) the ink falls below `level`, by linear interpolation."""
+    if not 0 <= outside < counts.size:
+        return 0.0
+    inner, outer = float(counts[inside]), float(counts[outside])
+    return (inner - level) / (inner - outer) if inner > outer else 0.0
+
+
+def normalize_line(crop: Image.Image, background: tuple[int, int, int] | None = None) -> Image.Image:
+    """A line's crop (its ink box) in a ROW-high strip on `background` (default: the crop's paper), as
+    `line_scaling` says. Bicubic both ways: small print is enlarged, large print reduced, as the rows of training
+    were."""
+    scaling = line_scaling(crop)
+    width = max(1, round(crop.width * scaling.scale))
+    resized = crop.convert("RGB").resize((width, max(1, round(crop.height * scaling.scale))),
+                                         Image.Resampling.BICUBIC)
+    strip = Image.new("RGB", (width, ROW), background or paper_colour(crop))
+    strip.paste(resized, (0, round(scaling.top)))
+    return strip
+
+
+def join_lines(parts: Sequence[Image.Image], background: tuple[int, int, int] = WHITE) -> Image.Image:
+    """Normalized lines end to end, WORD_GAP apart, on `background`: a paragraph's lines as one strip, to be
+    split into rows where its words allow (its text joins its lines with a space too)."""
+    width = sum(p.width for p in parts) + WORD_GAP * (len(parts) - 1)
+    strip = Image.new("RGB", (max(width, 1), ROW), background)
+    x = 0
+    for part in parts:
+        strip.paste(part.convert("RGB"), (x, 0))
+        x += part.width + WORD_GAP
+    return strip
 
 
 def split_line(line: Image.Image, max_width: int, min_gap: int = MIN_GAP) -> list[Image.Image]:
@@ -99,16 +158,18 @@ class Placement:
 
 
 def row_origin(row: int, segment_height: int) -> tuple[int, int]:
-    """Where a segment's top-left corner goes in its view: the left margin, centred in its row."""
+    """Where a segment's top-left corner goes in its view: the left margin, centred in its row (a normalized
+    segment is a row high)."""
     return MARGIN, row * ROW + (ROW - segment_height) // 2
 
 
 def paper_colour(image: Image.Image) -> tuple[int, int, int]:
-    """The page's paper: the median colour of (a grid of) its pixels, which on a document are mostly paper. Views
-    are filled with it, so that a cut-out line sits on the same paper as around it (training draws a view's
-    rows on one paper too)."""
-    pixels = np.asarray(image.convert("RGB"))[::4, ::4].reshape(-1, 3)
-    r, g, b = (int(v) for v in np.median(pixels, axis=0)) if pixels.size else WHITE
+    """The paper of a page or of a line's crop: the 80th percentile of (a grid of) its pixels' colours, paper on a
+    page and still paper in a tight crop of bold print. Views are filled with it, so that a cut-out line sits
+    on the same paper as around it (training draws a view's rows on one paper too)."""
+    step = 4 if min(image.size) >= 64 else 1
+    pixels = np.asarray(image.convert("RGB"))[::step, ::step].reshape(-1, 3)
+    r, g, b = (int(v) for v in np.percentile(pixels, 80, axis=0)) if pixels.size else WHITE
     return r, g, b
 
 

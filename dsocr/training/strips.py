@@ -3,7 +3,7 @@ per 64-pixel row, drawn exactly as the pipeline packs a page's lines.
 
 Each row is a line rendered at its own size (11-48 px type, the sizes of print on pages rendered at 100-300 dpi)
 in one of the synthetic pages' fonts, cut at its ink box, lightly degraded at that size (blur, noise, JPEG, a
-paper tone), then scaled to the common ink height by `lines.normalize_line`, as the pipeline scales the lines it
+paper tone), then scaled to the common x-height by `lines.normalize_line`, as the pipeline scales the lines it
 finds. The text is real prose from the corpus (a run of a paragraph), words of it in a random order (which can
 only be read, not recited), table-like numbers, or list items, headings and captions. The target is the rows'
 texts, one per line: the answer to the `free` prompt. A third of the rows mix in made-up words and codes, which
@@ -36,7 +36,7 @@ from dsocr.training.synthetic import (
     load_font,
 )
 
-FONT_SIZES = (11, 48)  # px: the size a row is first rendered at, before it is scaled to the ink height
+FONT_SIZES = (11, 48)  # px: the size a row is first rendered at, before it is scaled to the x-height
 PAD = 6  # blank pixels around a row's text while it is drawn
 # regular, bold, italic, like FONT_FAMILIES; their files map ASCII to TeX's OT1 encoding, right only for _CM_SAFE
 COMPUTER_MODERN = (("cmr10.ttf", "cmb10.ttf", "cmti10.ttf"), ("cmss10.ttf",) * 3, ("cmtt10.ttf",) * 3)
@@ -69,42 +69,59 @@ def generate_strips(seed: int, size: int) -> StripView:
         x, y = lines.row_origin(row, segment.height)
         view.paste(segment, (x, y))
         texts.append(text)
-        glyphs.extend((ch, x + cx, y + segment.height / 2) for ch, cx in centres)
+        glyphs.extend((ch, x + cx, y + lines.BASELINE - lines.X_HEIGHT / 2) for ch, cx in centres)
     return StripView(view, tuple(texts), tuple(glyphs), seed)
 
 
 def _row(rng: Random, max_width: int, paper: int) -> tuple[str, Image.Image, list[tuple[str, float]]]:
-    """One row: its text, its normalized image, and each character's centre x in it."""
+    """One row: its text, its normalized image, and each character's centre x in it. A third of the rows are two
+    lines of one paragraph joined end to end (`lines.join_lines`), each scaled by its own ink box, as the
+    pipeline joins a paragraph's lines."""
     words = _words_for_row(rng)
     font = _font(rng, " ".join(words))
     stretch = rng.uniform(0.8, 1.2) if rng.random() < 0.3 else 1.0  # narrower and wider faces than ours
     weight = rng.random()  # < 0.1: bolder strokes, > 0.95: thinner (print that is not our fonts' weight)
     fill = 1.0 if rng.random() < 0.6 else rng.uniform(0.1, 1.0)
+    joined = rng.random() < 0.33
     while True:
         words = _fit(words, font, fill * max_width / stretch) if len(words) > 1 else words
-        text = " ".join(words)
-        image, crop = _draw(rng, text, font, paper)
-        ink = image.crop(crop)
-        if stretch != 1.0:
-            ink = ink.resize((max(1, round(ink.width * stretch)), ink.height), Image.Resampling.BICUBIC)
-        if weight < 0.1 and font.size >= 20:
-            ink = ink.filter(ImageFilter.MinFilter(3))
-        elif weight > 0.95 and font.size >= 30:
-            ink = ink.filter(ImageFilter.MaxFilter(3))
-        segment = lines.normalize_line(ink)
+        cut = rng.randint(1, len(words) - 1) if joined and len(words) > 1 else len(words)
+        pieces = [_piece(rng, " ".join(part), font, paper, stretch, weight)
+                  for part in (words[:cut], words[cut:]) if part]
+        segment = lines.join_lines([image for image, _ in pieces], (paper,) * 3)
         if segment.width <= max_width or len(words) == 1:
             break
         words = words[:-1]
     if segment.width > max_width:  # one word too wide even alone: keep what fits of it
         segment = segment.crop((0, 0, max_width, segment.height))
-    scale, origin = segment.height / (crop[3] - crop[1]), PAD - font.getbbox(text)[0] - crop[0]
+    centres, x0 = [], 0
+    for image, piece_centres in pieces:
+        centres += [(ch, x0 + x) for ch, x in piece_centres]
+        x0 += image.width + lines.WORD_GAP
+    return " ".join(words), segment, [(ch, min(max(x, 0.0), segment.width - 1.0)) for ch, x in centres]
+
+
+def _piece(rng: Random, text: str, font: ImageFont.FreeTypeFont, paper: int, stretch: float,
+           weight: float) -> tuple[Image.Image, list[tuple[str, float]]]:
+    """A line of `text` drawn, degraded, scaled to the x-height; and its characters' centres x ("':' ends
+    past its ink": clamped by the caller)."""
+    image, crop = _draw(rng, text, font, paper)
+    ink = image.crop(crop)
+    if stretch != 1.0:
+        ink = ink.resize((max(1, round(ink.width * stretch)), ink.height), Image.Resampling.BICUBIC)
+    if weight < 0.1 and font.size >= 20:
+        ink = ink.filter(ImageFilter.MinFilter(3))
+    elif weight > 0.95 and font.size >= 40:
+        ink = ink.filter(ImageFilter.MaxFilter(3))
+    segment = lines.normalize_line(ink, (paper,) * 3)
+    scale, origin = lines.line_scaling(ink).scale, PAD - font.getbbox(text)[0] - crop[0]
     centres, x = [], origin  # advances without kerning: close enough for 16-pixel slots
     for ch in text:
         advance = _advance(font, ch)
         if not ch.isspace():
             centres.append((ch, (x + advance / 2) * stretch * scale))
         x += advance
-    return text, segment, [(ch, min(max(x, 0.0), segment.width - 1.0)) for ch, x in centres]  # ':' ends past its ink
+    return segment, centres
 
 
 def _font(rng: Random, text: str) -> ImageFont.FreeTypeFont:
@@ -208,13 +225,16 @@ def _code(rng: Random) -> str:
 
 
 def _fit(words: list[str], font: ImageFont.FreeTypeFont, width: float) -> list[str]:
-    """The longest prefix (one word at least) whose text, scaled to the ink height, is at most `width` wide:
+    """The longest prefix (one word at least) whose text, scaled to the x-height, is at most `width` wide:
     a binary search on the font's boxes (the scaled width grows with the prefix nearly always; `_row` checks the
     drawn result)."""
 
+    x_top, x_bottom = font.getbbox("x")[1::2]
+    scale = lines.X_HEIGHT / max(x_bottom - x_top, 1)
+
     def fits(count: int) -> bool:
-        left, top, right, bottom = font.getbbox(" ".join(words[:count]))
-        return (right - left) * lines.INK_HEIGHT / max(bottom - top, 1) <= width
+        left, _, right, _ = font.getbbox(" ".join(words[:count]))
+        return (right - left) * scale <= width
 
     lo, hi = 1, len(words)  # the answer is in lo..hi
     while lo < hi:

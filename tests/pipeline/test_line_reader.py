@@ -34,7 +34,7 @@ def _line(y: int) -> Line:
     return Line((110, y, 690, y + 20))
 
 
-# Regions in reading order with their lines, and the texts the model read for those lines, in the same order.
+# Regions in reading order with their lines, and the texts the model read for their streams, in the same order.
 REGIONS = (
     Region("header", (100, 10, 700, 30), lines=(_line(10),)),
     Region("title", (100, 50, 700, 100), lines=(_line(60),)),
@@ -47,9 +47,10 @@ REGIONS = (
     Region("text", (100, 700, 700, 740), lines=(_line(700), _line(720))),
     Region("footer", (380, 960, 420, 990), lines=(_line(960),)),
 )
-TEXTS = ("Annual report 2024", "Results", "The model reads", "a page line by line, with hyphen-",
-         "ation kept.", "Item", "Price", "Apple", "1.25", "each", "Figure 3: accuracy by page.", "Method",
-         "Table 2 lists the prices.", "", "7")
+# One text per stream: a region's lines are read as one run of text, a table's cells one by one.
+TEXTS = ("Annual report 2024", "Results", "The model reads a page line by line, with hyphen- ation kept.",
+         "Item", "Price", "Apple", "1.25 each", "Figure 3: accuracy by page.", "Method",
+         "Table 2 lists the prices.", "7")
 
 
 def test_the_grounding_answer_has_one_block_per_region_with_grid_boxes_tables_and_captions() -> None:
@@ -83,17 +84,23 @@ def test_rows_missing_from_a_view_answer_are_empty_and_extra_lines_join_the_last
     assert line_reader.split_rows("a <|ref|>x<|/ref|>", 1) == (["a x"], 0)  # no forged blocks
 
 
-def test_a_line_cut_into_segments_reads_as_its_segments_joined_by_a_space() -> None:
-    regions = (Region("text", (0, 0, 10, 10), lines=(Line((0, 0, 10, 5)), Line((0, 5, 10, 10)))),)
-    # Line 0 has three segments over two views of two rows; line 1 has one.
+def test_a_stream_cut_into_segments_reads_as_its_segments_joined_by_a_space() -> None:
+    regions = (Region("text", (0, 0, 10, 5), lines=(Line((0, 0, 10, 5)),)),
+               Region("text", (0, 5, 10, 10), lines=(Line((0, 5, 10, 10)),)))
+    assert line_reader.page_streams(regions) == [regions[0].lines, regions[1].lines]
+    # Stream 0 has three segments over two views of two rows; stream 1 has one.
     segments = (Segment(0, 0, 0), Segment(0, 0, 1), Segment(0, 1, 0), Segment(1, 1, 1))
-    page = LinePage(regions=regions, views=(), segments=segments, num_lines=2, image_size=(10, 10))
-    texts, warnings = line_reader.line_texts(page, ["The quick\nbrown", "fox"])
+    page = LinePage(regions=regions, views=(), segments=segments, num_streams=2, image_size=(10, 10))
+    texts, warnings = line_reader.stream_texts(page, ["The quick\nbrown", "fox"])
     assert texts == ["The quick brown fox", ""]
     assert warnings == [("1 of 2 line views answered fewer lines than they have rows (views 2); "
                          "their last rows are left empty")]
     text, _ = line_reader.read_page(page, ["a\nb", "c\nd"], PLAIN)
-    assert text == "a b c d"
+    assert text == "a b c\n\nd"
+
+
+def test_a_paragraphs_lines_are_one_stream_and_a_tables_cells_one_each() -> None:
+    assert [len(s) for s in line_reader.page_streams(REGIONS)] == [1, 1, 3, 1, 1, 1, 2, 1, 1, 2, 1]
 
 
 def test_a_page_is_as_unfinished_as_its_worst_view() -> None:
@@ -133,16 +140,19 @@ def page() -> Image.Image:
     return generate_page(3, SyntheticConfig(augment=0.0)).image
 
 
-def test_a_page_becomes_base_views_with_one_line_segment_per_row(ocr: OCR, page: Image.Image) -> None:
+def test_a_page_becomes_base_views_with_one_segment_per_row(ocr: OCR, page: Image.Image) -> None:
     assert ocr.reads_lines
     prepared = ocr.prepare(page, "markdown", mode="gundam", max_crops=9)  # the mode does not apply
     assert isinstance(prepared, PreparedLines) and prepared.image_size == page.size
-    lines = line_reader.page_lines(layout.analyze(page))
+    streams = line_reader.page_streams(layout.analyze(page))
     found = prepared.page
-    assert found.num_lines == len(lines) > 0 and len(found.views) == len(prepared.views) > 0
-    # Every line has at least one segment; segments follow the lines' order and fill the rows in order.
-    assert sorted({s.line for s in found.segments}) == list(range(found.num_lines))
-    assert [s.line for s in found.segments] == sorted(s.line for s in found.segments)
+    assert found.num_streams == len(streams) > 0 and len(found.views) == len(prepared.views) > 0
+    # A paragraph's lines run on in its rows: fewer rows than cutting every line on its own would take.
+    line_by_line = sum(len(line_reader.cut_stream(page, (line,), VIEW)) for s in streams for line in s)
+    assert len(found.segments) < line_by_line
+    # Every stream has at least one segment; segments follow the streams' order and fill the rows in order.
+    assert sorted({s.stream for s in found.segments}) == list(range(found.num_streams))
+    assert [s.stream for s in found.segments] == sorted(s.stream for s in found.segments)
     rows = rows_per_view(VIEW)
     assert [(s.view, s.row) for s in found.segments] == [divmod(i, rows) for i in range(len(found.segments))]
     for view in prepared.views:

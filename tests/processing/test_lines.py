@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 from dsocr.processing import lines
 
 
-def _bars(widths_and_gaps: list[int], height: int = lines.INK_HEIGHT) -> Image.Image:
+def _bars(widths_and_gaps: list[int], height: int = lines.ROW) -> Image.Image:
     """Black bars of the given widths separated by the given gaps: [bar, gap, bar, gap, ..., bar]."""
     image = Image.new("RGB", (sum(widths_and_gaps), height), "white")
     draw, x = ImageDraw.Draw(image), 0
@@ -31,10 +31,31 @@ def test_rows_are_the_vision_towers_cells() -> None:
     assert lines.segment_width(640) == 640 - 2 * lines.MARGIN
 
 
-def test_normalize_scales_the_ink_box_to_the_ink_height_keeping_the_aspect() -> None:
-    crop = Image.new("L", (300, 20), 0)
+def test_normalize_scales_the_x_height_band_and_puts_the_baseline_in_place() -> None:
+    # a "line": 8 sparse rows (ascenders), 20 dense rows (the x-height band), 6 sparse rows (descenders)
+    crop = Image.new("L", (300, 34), 255)
+    draw = ImageDraw.Draw(crop)
+    draw.rectangle((0, 8, 299, 27), fill=0)
+    for x in range(0, 300, 30):
+        draw.rectangle((x, 0, x + 2, 33), fill=0)
+    scaling = lines.line_scaling(crop)
+    assert scaling.scale == pytest.approx(lines.X_HEIGHT / 20, rel=0.08)  # edges placed to a sub-pixel
     line = lines.normalize_line(crop)
-    assert line.mode == "RGB" and line.size == (round(300 * lines.INK_HEIGHT / 20), lines.INK_HEIGHT)
+    assert line.mode == "RGB" and line.size == (round(300 * scaling.scale), lines.ROW)
+    dense = np.nonzero((np.asarray(line.convert("L")) < lines.INK_LEVEL).mean(axis=1) > 0.5)[0]
+    assert abs(dense[-1] + 1 - lines.BASELINE) <= 1 and abs(len(dense) - lines.X_HEIGHT) <= 2
+
+
+def test_lines_of_one_size_get_one_scale_whatever_letters_they_have() -> None:
+    from dsocr.training.synthetic import load_font
+
+    font = load_font("DejaVuSerif.ttf", 28)
+    scales = []
+    for text in ("charactdo", "foundation Idtvp", "a man saw an ox", "Spawn an external command"):
+        image = Image.new("RGB", (700, 60), "white")
+        ImageDraw.Draw(image).text((10, 10), text, fill="black", font=font)
+        scales.append(lines.line_scaling(image.crop(lines.ink_box(image))).scale)
+    assert max(scales) / min(scales) < 1.12  # by the ink box alone: 1.4 ("a man saw an ox" has no ascenders)
 
 
 def test_ink_box_is_tight_and_none_on_blank() -> None:
@@ -59,26 +80,32 @@ def test_split_cuts_only_in_word_gaps_and_keeps_every_bar_whole() -> None:
 
 
 def test_split_trims_blank_ends_and_cuts_a_gapless_line_hard() -> None:
-    line = _bars([0, 20, 500, 30], height=lines.INK_HEIGHT)  # blank 20, ink 500, blank 30
+    line = _bars([0, 20, 500, 30])  # blank 20, ink 500, blank 30
     segments = lines.split_line(line, max_width=200)
     assert [s.width for s in segments] == [200, 200, 100]
-    assert lines.split_line(Image.new("RGB", (100, lines.INK_HEIGHT), "white"), 50) == []
+    assert lines.split_line(Image.new("RGB", (100, lines.ROW), "white"), 50) == []
 
 
-def test_pack_puts_one_segment_per_row_centred_and_fills_views_in_order() -> None:
+def test_pack_puts_one_segment_per_row_and_fills_views_in_order() -> None:
     segments = [_bars([40 + 10 * i]) for i in range(13)]
     views, placements = lines.pack(segments, 384)
     assert len(views) == 3 and all(v.size == (384, 384) for v in views)
     assert [(p.view, p.row) for p in placements] == [(i // 6, i % 6) for i in range(13)]
     last = np.asarray(views[2].convert("L")) < lines.INK_LEVEL
-    assert last[:, :].any() and not last[lines.ROW:].any()  # view 3 holds one segment, in its first row
+    assert last.any() and not last[lines.ROW:].any()  # view 3 holds one segment, in its first row
     for i, p in enumerate(placements):
         grey = np.asarray(views[p.view].convert("L")) < lines.INK_LEVEL
         band = grey[p.row * lines.ROW:(p.row + 1) * lines.ROW]
-        ys, xs = np.nonzero(band)
+        _, xs = np.nonzero(band)
+        assert band.all(axis=0)[lines.MARGIN:lines.MARGIN + 40 + 10 * i].all()  # the whole row high
         assert xs.min() == lines.MARGIN and xs.max() == lines.MARGIN + 40 + 10 * i - 1
-        top = (lines.ROW - lines.INK_HEIGHT) // 2
-        assert ys.min() == top and ys.max() == top + lines.INK_HEIGHT - 1
+
+
+def test_joined_lines_keep_a_word_gap_and_split_there() -> None:
+    a, b = _bars([300]), _bars([250])
+    strip = lines.join_lines([a, b])
+    assert strip.size == (300 + lines.WORD_GAP + 250, lines.ROW)
+    assert [s.width for s in lines.split_line(strip, 400)] == [300, 250]
 
 
 @pytest.mark.parametrize("size", [384, 640])

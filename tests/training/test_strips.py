@@ -24,6 +24,7 @@ def test_same_seed_gives_the_same_view() -> None:
 
 
 def test_rows_hold_one_line_each_inside_their_cells(views: list) -> None:
+    baselines = []
     for view in views:
         assert view.image.size == (640, 640) and 1 <= len(view.rows) <= lines.rows_per_view(640)
         assert view.target == "\n".join(view.rows) and all(r and "\n" not in r for r in view.rows)
@@ -34,9 +35,12 @@ def test_rows_hold_one_line_each_inside_their_cells(views: list) -> None:
                 assert not band.any()  # unused rows are blank
                 continue
             ys, xs = np.nonzero(band)
-            top = (lines.ROW - lines.INK_HEIGHT) // 2
-            assert ys.min() >= top - 1 and ys.max() <= top + lines.INK_HEIGHT  # the ink height, centred
+            baselines.append(lines.line_scaling(view.image.crop((0, row * lines.ROW, 640, (row + 1) * lines.ROW))))
             assert xs.min() >= lines.MARGIN - 1 and xs.max() < 640 - lines.MARGIN + 1
+    # scaled again as they lie, the rows keep their x-height and baseline (a few light or blurred ones drift)
+    near = [abs(s.scale - 1) < 0.15 and abs(s.top - (lines.BASELINE - lines.BASELINE * s.scale)) < 4
+            for s in baselines]
+    assert sum(near) >= 0.85 * len(near)
 
 
 def test_glyphs_are_the_rows_characters_in_order_on_their_ink(views: list) -> None:
