@@ -216,6 +216,7 @@ def _routes(app: FastAPI, state: _State) -> None:
             raise ApiError(413, f"file: larger than the limit of {settings.max_upload_bytes} bytes", param="file",
                            code="upload_too_large")
         options = _job_options(form, settings)
+        _check_prompt(engine, options.prompt)
         webhook = form.get("webhook") or None
         if webhook is not None and not str(webhook).startswith(("http://", "https://")):
             raise ApiError(400, "webhook: an http(s) URL is required", param="webhook")
@@ -448,6 +449,18 @@ def _job_options(form: Any, settings: ServerSettings) -> JobOptions:
     return options
 
 
+def _check_prompt(engine: Any, prompt: str | None) -> None:
+    """Refuse at upload a prompt the served model cannot answer (a model that reads lines answers the document
+    prompts only), rather than failing every page of the job."""
+    check = getattr(getattr(engine, "ocr", None), "check_prompt", None)
+    if check is None:
+        return
+    try:
+        check(prompt)
+    except DsocrError as e:
+        raise ApiError(400, str(e), param="prompt") from None
+
+
 def _check_document(data: bytes, options: JobOptions, settings: ServerSettings) -> None:
     """Refuse at upload what would only fail later: unreadable files, wrong passwords, too many pages."""
     with tempfile.NamedTemporaryFile(suffix=".upload") as tmp:
@@ -518,6 +531,7 @@ def _ocr_document(state: _State, body: dict) -> dict:
     max_tokens = body.get("max_tokens") or settings.max_tokens
     _check_max_tokens(max_tokens, settings)
     options = JobOptions(pages=spec, prompt=body.get("prompt"), max_tokens=max_tokens)
+    _check_prompt(state.engine, options.prompt)
     _check_document(data, options, settings)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "document"
