@@ -86,6 +86,21 @@ def to_pixels(box: Box, width: int, height: int) -> Box:
             int(x2 / GRID_MAX * width), int(y2 / GRID_MAX * height))
 
 
+def to_grid(box: Box, size: tuple[int, int]) -> Box:
+    """Pixels -> the 0..999 grid, rounded to nearest, so that `to_pixels` (the reference's int(v / 999 * size))
+    gives back p or p - 1 (pages under 1998 px): how training targets and a lines model's answers write boxes."""
+    width, height = size
+    x1, y1, x2, y2 = (min(max(int(v * GRID_MAX / s + 0.5), 0), GRID_MAX)
+                      for v, s in zip(box, (width, height, width, height)))
+    return x1, y1, x2, y2
+
+
+def grounded_block(label: str, grid_box: Box, content: str) -> str:
+    """`<|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2]]<|/det|>` + newline + content, as the model writes it."""
+    x1, y1, x2, y2 = grid_box
+    return f"<|ref|>{label}<|/ref|><|det|>[[{x1}, {y1}, {x2}, {y2}]]<|/det|>\n{content}"
+
+
 def figure_boxes(blocks: tuple[Block, ...] | list[Block]) -> tuple[Box, ...]:
     """Pixel boxes of all figures in reading order: figure n is cropped from box n and linked as n."""
     return tuple(box for b in blocks if b.label == FIGURE_LABEL for box in b.boxes)

@@ -21,6 +21,7 @@ from PIL import Image
 
 from dsocr.errors import ConfigError
 from dsocr.generation.params import SamplingParams
+from dsocr.output.grounding import grounded_block, to_grid
 from dsocr.processing import lines
 from dsocr.processing.prompts import resolve_prompt
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # the layout analysis is imported when a page is analyzed, no
     from dsocr.pipeline.layout import Box, Line, Region
 
 GROUNDING, PLAIN = "grounding", "plain"  # the two answers a lines model can give
-GRID_MAX = 999  # boxes on the 0..999 grid, as the official models write them
 TOKENS_PER_ROW = 40  # generation limit of a view: a row of print is well under 40 tokens
 TOKENS_SLACK = 8
 FINISH_ORDER = ("stop", "length", "repetition")  # best to worst: a page is as unfinished as its worst view
@@ -192,8 +192,7 @@ def grounding_text(regions: Sequence[Region], texts: Sequence[str], size: tuple[
     blocks = []
     for region in regions:
         label, content = region_content(region, read)
-        x1, y1, x2, y2 = to_grid(region.box, size)
-        blocks.append(f"<|ref|>{label}<|/ref|><|det|>[[{x1}, {y1}, {x2}, {y2}]]<|/det|>\n{content}")
+        blocks.append(grounded_block(label, to_grid(region.box, size), content))
     return "\n\n".join(blocks)
 
 
@@ -233,14 +232,6 @@ def table_rows(region: Region, read: Iterator[str]) -> list[list[str]]:
     if not region.cells:
         return [[next(read)] for _ in region.lines]
     return [[next(read) if cell else "" for cell in row] for row in region.cells]
-
-
-def to_grid(box: Box, size: tuple[int, int]) -> Box:
-    """Pixels -> the 0..999 grid, rounded to nearest, as `dsocr.training.synthetic.to_grid` (training's)."""
-    width, height = size
-    x1, y1, x2, y2 = (min(max(int(v * GRID_MAX / s + 0.5), 0), GRID_MAX)
-                      for v, s in zip(box, (width, height, width, height)))
-    return x1, y1, x2, y2
 
 
 def _text(region: Region, read: Iterator[str]) -> str:

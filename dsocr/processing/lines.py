@@ -87,11 +87,12 @@ def _crossing(counts: np.ndarray, inside: int, outside: int, level: float) -> fl
     return (inner - level) / (inner - outer) if inner > outer else 0.0
 
 
-def normalize_line(crop: Image.Image, background: tuple[int, int, int] | None = None) -> Image.Image:
+def normalize_line(crop: Image.Image, background: tuple[int, int, int] | None = None,
+                   scaling: Scaling | None = None) -> Image.Image:
     """A line's crop (its ink box) in a ROW-high strip on `background` (default: the crop's paper), as
-    `line_scaling` says. Bicubic both ways: small print is enlarged, large print reduced, as the rows of training
-    were."""
-    scaling = line_scaling(crop)
+    `scaling` (default: `line_scaling(crop)`) says. Bicubic both ways: small print is enlarged, large print
+    reduced, as the rows of training were."""
+    scaling = scaling or line_scaling(crop)
     width = max(1, round(crop.width * scaling.scale))
     resized = crop.convert("RGB").resize((width, max(1, round(crop.height * scaling.scale))),
                                          Image.Resampling.BICUBIC)

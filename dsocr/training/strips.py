@@ -113,8 +113,9 @@ def _piece(rng: Random, text: str, font: ImageFont.FreeTypeFont, paper: int, str
         ink = ink.filter(ImageFilter.MinFilter(3))
     elif weight > 0.95 and font.size >= 40:
         ink = ink.filter(ImageFilter.MaxFilter(3))
-    segment = lines.normalize_line(ink, (paper,) * 3)
-    scale, origin = lines.line_scaling(ink).scale, PAD - font.getbbox(text)[0] - crop[0]
+    scaling = lines.line_scaling(ink)
+    segment = lines.normalize_line(ink, (paper,) * 3, scaling)
+    scale, origin = scaling.scale, PAD - font.getbbox(text)[0] - crop[0]
     centres, x = [], origin  # advances without kerning: close enough for 16-pixel slots
     for ch in text:
         advance = _advance(font, ch)

@@ -44,9 +44,9 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 from dsocr.errors import ConfigError
+from dsocr.output.grounding import grounded_block, to_grid
 from dsocr.training import corpus
 
-GRID_MAX = 999  # the grounding grid, as in dsocr.output.grounding
 WHITE = (255, 255, 255)
 Box = tuple[int, int, int, int]
 
@@ -155,21 +155,6 @@ class SyntheticPage:
     def plain_target(self) -> str:
         """The answer to the "free" prompt (`Free OCR.`): every block's text in reading order, no tags."""
         return "\n\n".join(text for b in self.blocks if (text := plain_text(b)))
-
-
-def grounded_block(label: str, grid_box: Box, content: str) -> str:
-    """`<|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2]]<|/det|>` + newline + content, as the model writes it."""
-    x1, y1, x2, y2 = grid_box
-    return f"<|ref|>{label}<|/ref|><|det|>[[{x1}, {y1}, {x2}, {y2}]]<|/det|>\n{content}"
-
-
-def to_grid(box: Box, size: tuple[int, int]) -> Box:
-    """Pixels -> the 0..999 grid, rounded to nearest, so that the reader's int(v / 999 * size) gives back
-    p or p - 1 (pages under 1998 px)."""
-    width, height = size
-    x1, y1, x2, y2 = (min(max(int(v * GRID_MAX / s + 0.5), 0), GRID_MAX)
-                      for v, s in zip(box, (width, height, width, height)))
-    return x1, y1, x2, y2
 
 
 _HEADING = re.compile(r"^#+ ")
