@@ -409,14 +409,16 @@ class Trainer:
     def _held_out(self) -> list[Example]:
         cfg = self.config
         if self.pairs is None and cfg.strips >= 1.0:  # a run of line views only
-            return [strip_example(held_out_seed(cfg.seed, i), self.model.config.base_size)
-                    for i in range(cfg.eval_pages)]
+            return self._held_out_strips(cfg.eval_pages)
         if self.pairs is None:  # synthetic pages with seeds far from the training stream's
             return [synthetic_example(held_out_seed(cfg.seed, i), cfg.prompts[i % len(cfg.prompts)])
                     for i in range(cfg.eval_pages)]
         from dsocr.processing.image import load_image
 
         return [Example(load_image(path), prompt, text) for path, prompt, text in self.pairs[1][: cfg.eval_pages]]
+
+    def _held_out_strips(self, count: int) -> list[Example]:
+        return [strip_example(held_out_seed(self.config.seed, i), self.model.config.base_size) for i in range(count)]
 
     def _reading_checks(self) -> list[Example]:
         """The examples teacher_forced is logged on at every save: held-out line views when the run has them, else
@@ -425,8 +427,7 @@ class Trainer:
         if self.pairs is not None:
             return self.held_out
         if self.config.strips:
-            return [strip_example(held_out_seed(self.config.seed, i), self.model.config.base_size)
-                    for i in range(READING_CHECKS)]
+            return self._held_out_strips(READING_CHECKS)
         from dsocr.training.synthetic import generate_page, snippet_config
 
         snippets = snippet_config(self.config.snippet_fonts)
