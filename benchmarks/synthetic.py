@@ -1,7 +1,8 @@
 """Synthetic page generation speed on one core: the default config against its own pages without augmentation
-(the baseline, same layouts), always-augmented pages and plain-text pages, side by side.
+(the baseline, same layouts), always-augmented pages and plain-text pages, side by side; then the line views
+that train a model that reads lines (`training/strips.py`, 640 px, what one DataLoader worker makes per example).
 
-    python benchmarks/synthetic.py [--pages 200] [--cpu 0] [--profile]
+    python benchmarks/synthetic.py [--pages 200] [--views 300] [--cpu 0] [--profile]
 
 Each config renders the same seeds, so the rows differ only in what the config turns on. The process is pinned
 to one CPU (Linux) and numpy to one thread; `--profile` adds the default config's top functions by own time.
@@ -44,9 +45,24 @@ def measure(config: SyntheticConfig, seeds: range) -> dict[str, float]:
             "blocks": blocks / n, "target_chars": chars / n}
 
 
+def measure_strips(seeds: range, size: int = 640) -> dict[str, float]:
+    from dsocr.training.strips import generate_strips
+
+    start = time.perf_counter()
+    rows = chars = 0
+    for seed in seeds:
+        view = generate_strips(seed, size)
+        rows += len(view.rows)
+        chars += len(view.target)
+    seconds = time.perf_counter() - start
+    return {"views_per_s": len(seeds) / seconds, "ms_per_view": 1000 * seconds / len(seeds),
+            "rows": rows / len(seeds), "chars": chars / len(seeds)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=200, help="pages per config")
+    parser.add_argument("--views", type=int, default=300, help="line views (0: none)")
     parser.add_argument("--cpu", type=int, default=0, help="the CPU to pin to (Linux)")
     parser.add_argument("--profile", action="store_true", help="profile the default config afterwards")
     args = parser.parse_args()
@@ -63,6 +79,13 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<24}{r['pages_per_s']:>9.1f}{r['ms_per_page']:>9.1f}{r['pages_per_s'] / base:>8.2f}x"
               f"{r['megapixels']:>7.2f}{r['blocks']:>8.1f}{r['target_chars']:>7.0f}")
+
+    if args.views:
+        measure_strips(range(10_000, 10_020))  # warm-up: fonts, the docstring corpus
+        r = measure_strips(range(args.views))
+        print(f"line views, 640 px: {r['views_per_s']:.1f} views/s, {r['ms_per_view']:.1f} ms/view, "
+              f"{r['rows']:.1f} rows, {r['chars']:.0f} chars; the pages above: 1 page = "
+              f"{base and results[BASELINE]['ms_per_page'] / r['ms_per_view']:.1f} views")
 
     if args.profile:
         config = dataclasses.replace(CONFIGS["default (augment 0.5)"])

@@ -105,7 +105,7 @@ def _piece(rng: Random, text: str, font: ImageFont.FreeTypeFont, paper: int, str
            weight: float) -> tuple[Image.Image, list[tuple[str, float]]]:
     """A line of `text` drawn, degraded, scaled to the x-height; and its characters' centres x ("':' ends
     past its ink": clamped by the caller)."""
-    image, crop = _draw(rng, text, font, paper)
+    image, crop, left = _draw(rng, text, font, paper)
     ink = image.crop(crop)
     if stretch != 1.0:
         ink = ink.resize((max(1, round(ink.width * stretch)), ink.height), Image.Resampling.BICUBIC)
@@ -115,7 +115,7 @@ def _piece(rng: Random, text: str, font: ImageFont.FreeTypeFont, paper: int, str
         ink = ink.filter(ImageFilter.MaxFilter(3))
     scaling = lines.line_scaling(ink)
     segment = lines.normalize_line(ink, (paper,) * 3, scaling)
-    scale, origin = scaling.scale, PAD - font.getbbox(text)[0] - crop[0]
+    scale, origin = scaling.scale, PAD - left - crop[0]
     centres, x = [], origin  # advances without kerning: close enough for 16-pixel slots
     for ch in text:
         advance = _advance(font, ch)
@@ -225,32 +225,31 @@ def _code(rng: Random) -> str:
     return "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 10)))
 
 
+@lru_cache(maxsize=1024)
+def _x_height(font: ImageFont.FreeTypeFont) -> int:
+    top, bottom = font.getbbox("x")[1::2]
+    return max(bottom - top, 1)
+
+
 def _fit(words: list[str], font: ImageFont.FreeTypeFont, width: float) -> list[str]:
-    """The longest prefix (one word at least) whose text, scaled to the x-height, is at most `width` wide:
-    a binary search on the font's boxes (the scaled width grows with the prefix nearly always; `_row` checks the
-    drawn result)."""
-
-    x_top, x_bottom = font.getbbox("x")[1::2]
-    scale = lines.X_HEIGHT / max(x_bottom - x_top, 1)
-
-    def fits(count: int) -> bool:
-        left, _, right, _ = font.getbbox(" ".join(words[:count]))
-        return (right - left) * scale <= width
-
-    lo, hi = 1, len(words)  # the answer is in lo..hi
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-    return words[:lo]
+    """The longest prefix (one word at least) whose text, scaled to the x-height, is at most `width` wide, by
+    the words' advances (cheaper than laying out each prefix; `_row` checks the drawn result)."""
+    limit = width * _x_height(font) / lines.X_HEIGHT  # in the font's pixels
+    space, total = _advance(font, " "), 0.0
+    for count, word in enumerate(words):
+        total += font.getlength(word) + (space if count else 0.0)
+        if total > limit:
+            return words[:max(count, 1)]
+    return words
 
 
 def _draw(rng: Random, text: str, font: ImageFont.FreeTypeFont,
-          paper: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """The text drawn at its size on a little of the view's paper, degraded, and the box of its ink."""
+          paper: int) -> tuple[Image.Image, tuple[int, int, int, int], int]:
+    """The text drawn at its size on a little of the view's paper, degraded, the box of its ink, and the text's
+    left bearing. Grey ("L"): print, paper and their degradations are grey, and a third of the cost of RGB."""
     left, top, right, bottom = font.getbbox(text)
-    image = Image.new("RGB", (right - left + 2 * PAD, bottom - top + 2 * PAD), (paper,) * 3)
-    grey = rng.randint(0, 70)
-    ImageDraw.Draw(image).text((PAD - left, PAD - top), text, font=font, fill=(grey, grey, grey))
+    image = Image.new("L", (right - left + 2 * PAD, bottom - top + 2 * PAD), paper)
+    ImageDraw.Draw(image).text((PAD - left, PAD - top), text, font=font, fill=rng.randint(0, 70))
     crop = lines.ink_box(image) or (0, 0, image.width, image.height)
     if rng.random() < 0.3:
         image = _blur(image, rng.uniform(4.0, 12.0))
@@ -258,4 +257,4 @@ def _draw(rng: Random, text: str, font: ImageFont.FreeTypeFont,
         image = _noise(image, np.random.default_rng(rng.randrange(2**32)), rng.uniform(2.0, 8.0))
     if rng.random() < 0.2:
         image = _jpeg(image, rng.randint(40, 90))
-    return image, crop
+    return image, crop, left

@@ -892,14 +892,14 @@ def _blur(image: Image.Image, centre: float) -> Image.Image:
 
 
 def _noise(image: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
-    """Grey noise of standard deviation `sigma`, the same on the three channels. Triangular (the sum of two
+    """Grey noise of standard deviation `sigma`, the same on the three channels (of an RGB image). Triangular (the sum of two
     uniform bytes) rather than Gaussian: it looks the same on a page and costs half as much to draw."""
     width, height = image.size
     pair = rng.integers(0, 256, size=(2, height, width), dtype=np.uint8)
     noise = pair[0].astype(np.float32) + pair[1] - 255  # -255..255, standard deviation 255 / sqrt(6)
     scaled = noise * (sigma * math.sqrt(6) / 255) + 128  # |noise| < 2.5 sigma: no clipping needed
     grey = Image.fromarray(scaled.astype(np.uint8))
-    return ImageChops.add(image, Image.merge("RGB", (grey, grey, grey)), offset=-128)
+    return ImageChops.add(image, grey if image.mode == "L" else Image.merge("RGB", (grey,) * 3), offset=-128)
 
 
 def _jpeg(image: Image.Image, quality: int) -> Image.Image:
@@ -907,4 +907,4 @@ def _jpeg(image: Image.Image, quality: int) -> Image.Image:
     image.save(buffer, "JPEG", quality=quality)
     buffer.seek(0)
     with Image.open(buffer) as decoded:
-        return decoded.convert("RGB")
+        return decoded.convert(image.mode)
