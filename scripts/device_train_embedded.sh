@@ -7,7 +7,7 @@
 # with fresh optimizer state, i.e. a warm restart.
 #
 #   every chunk:  STEPS=12000 MINUTES=8.5 bash scripts/device_train_embedded.sh
-#   new lease:    INIT=embedded-ckpt STEPS=... MINUTES=... bash scripts/device_train_embedded.sh  (carry: embedded-ckpt)
+#   new lease:    INIT=embedded-ckpt STEPS=... MINUTES=... bash scripts/device_train_embedded.sh  (carry: embedded-ckpt, wheels)
 #
 # The vision tower trains at the full rate here (VISION_LR_SCALE=1): the glyph loss (GLYPH_WEIGHT=0.1) keeps
 # it from collapsing (docs/training.md, run 2). ALIGN_WEIGHT=0, SNIPPETS=0.5, QUERY_POSITIONS=0 by default,
@@ -23,6 +23,10 @@
 # MINUTES, whichever comes first, so the last chunk's STEPS is set to end inside its minutes.
 set -euo pipefail
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# Pure-Python training dependencies the machine lacks (pyspellchecker: the line views' English words) travel as
+# wheels (`pip download --no-deps pyspellchecker -d wheels`, carry: wheels) and are imported from the zip files.
+for wheel in wheels/*.whl; do [[ -f $wheel ]] && PYTHONPATH=$PYTHONPATH:$PWD/$wheel; done
+python3 -c "import spellchecker" 2>/dev/null || echo "warning: no pyspellchecker: line views cannot be drawn"
 RUN=${RUN:-/tmp/dsocr-embedded}
 OUT=${OUT:-/tmp/out}
 WORKERS=${WORKERS:-$(( $(nproc) - 2 ))}

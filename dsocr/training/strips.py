@@ -4,14 +4,17 @@ per 64-pixel row, drawn exactly as the pipeline packs a page's lines.
 Each row is a line rendered at its own size (11-48 px type, the sizes of print on pages rendered at 100-300 dpi)
 in one of the synthetic pages' fonts, cut at its ink box, lightly degraded at that size (blur, noise, JPEG, a
 paper tone), then scaled to the common x-height by `lines.normalize_line`, as the pipeline scales the lines it
-finds. The text is real prose from the corpus (a run of a paragraph), words of it in a random order (which can
-only be read, not recited), table-like numbers, or list items, headings and captions. The target is the rows'
-texts, one per line: the answer to the `free` prompt. A third of the rows mix in made-up words and codes, which
-only spelling can read; some rows are typeset (curly quotes, dashes, bullets, accented words, signs). Deterministic by seed, like `synthetic`.
+finds. The text is real prose from the corpus (a run of a paragraph), real words in a random order (the
+corpus's and ~44k English ones: they can only be read, not recited), table-like numbers, or list items, headings
+and captions. The target is the rows' texts, one per line: the answer to the `free` prompt. A third of the rows
+mix in made-up words and codes, which only spelling can read; some rows are typeset (curly quotes, dashes,
+bullets, accented words, signs). Deterministic by seed, like `synthetic`.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import string
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +23,7 @@ from random import Random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from dsocr.errors import ConfigError
 from dsocr.processing import lines
 from dsocr.training import corpus
 from dsocr.training.synthetic import (
@@ -139,16 +143,17 @@ def _font(rng: Random, text: str) -> ImageFont.FreeTypeFont:
 def _words_for_row(rng: Random) -> list[str]:
     """More words than a row holds (`_fit` keeps what fits): prose, shuffled words, made-up words, codes,
     numbers, or a labelled line. The corpus has ~2400 distinct words: a model that saw only those would read
-    any other word as the nearest of them, so a third of the rows have words it cannot know, and must spell."""
+    any other word as the nearest of them, so rows also draw on ~44k English words (`_english`) and made-up
+    words, which it must spell."""
     kind = rng.random()
-    if kind < 0.4:  # a run of real prose, punctuation and all: the manual's or a standard-library docstring's
-        words = rng.choice(_openings() if kind < 0.2 else corpus.docstrings()).split()
+    if kind < 0.35:  # a run of real prose, punctuation and all: the manual's or a standard-library docstring's
+        words = rng.choice(_openings() if kind < 0.15 else corpus.docstrings()).split()
         start = rng.randrange(max(1, len(words) - 4))
         words = words[start:start + 40]
-    elif kind < 0.55:  # words in a random order: readable, not guessable
-        words = [rng.choice(_words() if rng.random() < 0.5 else _doc_words()) for _ in range(30)]
+    elif kind < 0.57:  # words in a random order: readable, not guessable
+        words = [_any_word(rng) for _ in range(30)]
     elif kind < 0.72:  # made-up words among real ones
-        words = [_made_up(rng) if rng.random() < 0.6 else rng.choice(_doc_words()) for _ in range(30)]
+        words = [_made_up(rng) if rng.random() < 0.6 else _any_word(rng) for _ in range(30)]
     elif kind < 0.8:  # codes, identifiers, amounts
         words = [_code(rng) for _ in range(20)]
     elif kind < 0.9:  # a table's cells
@@ -201,10 +206,36 @@ def _doc_words() -> tuple[str, ...]:
     return tuple(seen)
 
 
+@lru_cache(maxsize=1)
+def _english() -> tuple[str, ...]:
+    """English words, most frequent first: pyspellchecker's word list (MIT; counts from film subtitles), those
+    of 2-16 ASCII letters seen at least 100 times (~44k, against the docstrings' ~10k and the manual's 2400)."""
+    try:
+        from importlib.resources import files
+
+        data = (files("spellchecker") / "resources" / "en.json.gz").read_bytes()
+    except ModuleNotFoundError as error:
+        raise ConfigError("training rows need an English word list: pip install 'dsocr[train]'") from error
+    counts = json.loads(gzip.decompress(data))
+    return tuple(word for word, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+                 if count >= 100 and 2 <= len(word) <= 16 and word.isascii() and word.isalpha())
+
+
+def _any_word(rng: Random) -> str:
+    """A real word: an English one half the time (frequent ones more often; the list is lower case, so some are
+    capitalised), else one of the manual's or the docstrings'."""
+    draw = rng.random()
+    if draw < 0.5:
+        english = _english()
+        word = english[int(len(english) * rng.random() ** 2)]
+        return word.capitalize() if rng.random() < 0.15 else word
+    return rng.choice(_words() if draw < 0.75 else _doc_words())
+
+
 def _made_up(rng: Random) -> str:
-    """A word that looks like one: the start of a corpus word and the end of another ("Quar" + "terly"),
+    """A word that looks like one: the start of a real word and the end of another ("Quar" + "terly"),
     sometimes with a letter changed, capitalised now and then, with trailing punctuation now and then."""
-    a, b = rng.choice(_words()), rng.choice(_words())
+    a, b = (rng.choice(_words() if rng.random() < 0.5 else _english()) for _ in range(2))
     word = a[: rng.randint(1, max(1, len(a) - 1))] + b[rng.randint(0, len(b) - 1):]
     if rng.random() < 0.3:
         i = rng.randrange(len(word))
