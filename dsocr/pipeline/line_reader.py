@@ -4,9 +4,10 @@ the views' answers assembled back into the page's answer, in the official ground
 Must not load a model, tokenize or generate: `dsocr.api.OCR` runs the views. The layout comes from
 `dsocr.pipeline.layout`, the views' geometry (normalize, split, pack) from `dsocr.processing.lines`.
 
-A page becomes: its regions in reading order, their text in streams (`page_streams`: a paragraph's lines, or a
-table cell's, are one stream, read as one run of text), each stream's lines joined end to end and cut at word
-gaps into segments that fit a row, the segments packed one per row into views. Each view's answer is its rows'
+A page becomes (straightened first if it is turned, as scans are: `deskew`): its regions in reading order,
+their text in streams (`page_streams`: a paragraph's lines, or a table cell's, are one stream, read as one run
+of text), each stream's lines joined end to end and cut at word gaps into segments that fit a row, the segments
+packed one per row into views. Each view's answer is its rows'
 texts, one per line; a stream's text is its segments' texts joined by a space.
 """
 
@@ -22,6 +23,7 @@ from PIL import Image
 from dsocr.errors import ConfigError
 from dsocr.generation.params import SamplingParams
 from dsocr.output.grounding import grounded_block, to_grid
+from dsocr.pipeline import deskew
 from dsocr.processing import lines
 from dsocr.processing.prompts import resolve_prompt
 
@@ -81,11 +83,18 @@ def view_sampling(sampling: SamplingParams, size: int) -> SamplingParams:
 
 
 def line_views(image: Image.Image, size: int) -> LinePage:
-    """Analyze the page's layout and pack its text lines into views of `size` pixels."""
+    """Straighten the page if it is turned (a scan), analyze its layout and pack its text lines into views of
+    `size` pixels. The regions' boxes are on the page as given."""
     from dsocr.pipeline.layout import analyze
 
-    regions = tuple(analyze(image))
-    return pack_page(image, regions, size)
+    angle = deskew.skew_angle(image)
+    if not angle:
+        return pack_page(image, analyze(image), size)
+    straight = deskew.straighten(image, angle, lines.paper_colour(image))
+    page = pack_page(straight, analyze(straight), size)
+    regions = tuple(replace(r, box=deskew.box_on_page(r.box, angle, image.size, straight.size))
+                    for r in page.regions)
+    return replace(page, regions=regions, image_size=image.size)
 
 
 def pack_page(image: Image.Image, regions: Sequence[Region], size: int) -> LinePage:

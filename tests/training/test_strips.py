@@ -34,7 +34,7 @@ def test_rows_hold_one_line_each_inside_their_cells(views: list) -> None:
             if row >= len(view.rows):
                 assert not band.any()  # unused rows are blank
                 continue
-            ys, xs = np.nonzero(band)
+            _, xs = np.nonzero(band)
             baselines.append(lines.line_scaling(view.image.crop((0, row * lines.ROW, 640, (row + 1) * lines.ROW))))
             assert xs.min() >= lines.MARGIN - 1 and xs.max() < 640 - lines.MARGIN + 1
     # scaled again as they lie, the rows keep their x-height and baseline (a few light or blurred ones drift)
