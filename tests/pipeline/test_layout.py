@@ -29,7 +29,7 @@ FLAT = SyntheticConfig(augment=0.0)
 SCANNED = SyntheticConfig(augment=1.0)  # every page rotated/blurred/noisy/JPEG-ed by chance, none left clean
 TEXT_LABELS = {"text", "title", "sub_title", "header", "footer", "image_caption", "table_caption"}
 FLAT_SEEDS = range(10)  # one and two columns, lists, formulas, figures, an open and two ruled tables
-TABLE_SEEDS = (3, 6, 17, 23, 28)  # open tables (rules across only) and grids, in one and two columns
+TABLE_SEEDS = (3, 6, 17, 23, 28, 297)  # open tables (rules across only; 297: tall rows) and grids, one and two columns
 TWO_COLUMN_SEEDS = (6, 10, 12, 14, 19, 23)
 SLACK = 4  # px: the generator places glyphs by summed advances (no kerning): a few px off by a line's end
 

@@ -133,7 +133,7 @@ def _open_tables(hrules: np.ndarray, hmask: np.ndarray, comps: np.ndarray, unit:
     for i in np.argsort(hrules[:, 1]):
         rule, tol = hrules[i], max(4.0, 0.02 * (hrules[i, 2] - hrules[i, 0]))
         fit = [stack for stack in stacks if abs(hrules[stack[-1], 0] - rule[0]) <= tol
-               and abs(hrules[stack[-1], 2] - rule[2]) <= tol and rule[1] - hrules[stack[-1], 3] < 25 * unit]
+               and abs(hrules[stack[-1], 2] - rule[2]) <= tol and rule[1] - hrules[stack[-1], 3] < 40 * unit]
         if fit:
             fit[-1].append(i)
         else:
