@@ -162,7 +162,8 @@ def test_a_page_becomes_base_views_with_one_segment_per_row(ocr: OCR, page: Imag
 
 
 def test_a_page_reads_into_one_block_per_layout_region(ocr: OCR, page: Image.Image) -> None:
-    regions = layout.analyze(page)
+    regions = line_reader.line_views(page, VIEW).regions  # the layout's, boxed by their type
+    assert [r.label for r in regions] == [r.label for r in layout.analyze(page)]
     result = ocr.ocr(page, "markdown", sampling=SHORT)
     assert len(result.blocks) == len(regions) > 0
     for block, region in zip(result.blocks, regions):
@@ -240,3 +241,22 @@ def test_convert_refuses_a_prompt_a_lines_model_cannot_answer(lines_checkpoint: 
                                     "--model", str(lines_checkpoint), "--prompt", "describe",
                                     "--device", "cpu"])
     assert run.exit_code != 0 and "documents only" in run.output
+
+
+def test_text_regions_are_boxed_by_their_type_as_typeset_blocks_are() -> None:
+    """The layout's boxes are tight around the ink; a block's box runs from its first line's ascent to its last
+    line's descent (as the synthetic targets, and the official answers, box them)."""
+    pytest.importorskip("matplotlib")
+    from dsocr.training.evaluate import iou
+    from dsocr.training.synthetic import SyntheticConfig, generate_page
+
+    found = tight = total = 0
+    for seed in range(12):
+        page = generate_page(seed, SyntheticConfig(augment=0.0))
+        typeset, ink = line_reader.line_views(page.image, VIEW).regions, layout.analyze(page.image)
+        for block in page.blocks:
+            if block.label in ("title", "sub_title", "text", "header", "footer"):
+                total += 1
+                found += any(iou(r.box, block.box) >= 0.7 for r in typeset)
+                tight += any(iou(r.box, block.box) >= 0.7 for r in ink)
+    assert total > 80 and found >= 0.97 * total and tight < 0.8 * total, (total, found, tight)
