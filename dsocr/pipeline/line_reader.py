@@ -37,6 +37,7 @@ FINISH_ORDER = ("stop", "length", "repetition")  # best to worst: a page is as u
 _CAPTION = re.compile(r"(Figure|Table)\s+\d")
 _CAPTION_LABELS = {"Figure": "image_caption", "Table": "table_caption"}
 ASCENT, DESCENT = 1.35, 0.45  # a line's type above and below its baseline, in heights of its capitals
+_EQUATION = re.compile(r"\\\[ .* \\\]", re.DOTALL)  # \[ latex \]
 _MARKUP = re.compile(r"<\|/?(?:ref|det)\|>")  # grounding tags in a row's text would forge blocks
 
 
@@ -249,6 +250,8 @@ def region_content(region: Region, read: Iterator[str]) -> tuple[str, str]:
         cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
         return "table", f"<table>{cells}</table>"
     text = _text(region, read)
+    if _EQUATION.fullmatch(text):  # the model reads a display formula as LaTeX, as the official one does
+        return "equation", text
     if region.label == "title":
         return "title", f"# {text}" if text else ""
     if region.label == "sub_title":

@@ -59,7 +59,8 @@ def line_scaling(crop: Image.Image) -> Scaling:
     """How a line's crop goes into a row: its x-height band (the rows holding at least BAND of a busy row's ink,
     the 75th percentile: the x-height letters; ascenders and descenders are sparser) scaled to X_HEIGHT, its
     bottom (the baseline) at BASELINE. A line with no x-height letters ("2026", "TOTAL") is scaled by what it
-    has, its band at least 0.4 of its ink's height ("-", "."). Training rows are scaled by the same rule."""
+    has, its band at least 0.4 of its ink's height ("-", "."); a line that would not fit its row is scaled to
+    fit. Training rows are scaled by the same rule."""
     grey = np.asarray(crop.convert("L"))
     if grey.size == 0:
         return Scaling(1.0, 0.0)
@@ -76,6 +77,10 @@ def line_scaling(crop: Image.Image) -> Scaling:
     top = band[0] - _crossing(counts, band[0], band[0] - 1, level)  # sub-pixel edges: small print has
     base = band[-1] + 1 + _crossing(counts, band[-1], band[-1] + 1, level)  # an x-height of 5-8 pixels
     scale = X_HEIGHT / max(base - top, 0.4 * (int(ink[-1]) + 1 - int(ink[0])), 1.0)
+    # A line taller than its row at that scale (a formula's fraction or integral) is scaled down to fit it,
+    # its baseline kept: clipped, it could not be read. Text never is: its ascenders reach ~24 px of 46 above.
+    above, below = base - ink[0], ink[-1] + 1 - base
+    scale = min(scale, BASELINE / max(above, 1e-6), (ROW - BASELINE) / max(below, 1e-6))
     return Scaling(float(scale), float(BASELINE - base * scale))
 
 

@@ -170,7 +170,7 @@ def strip_example(seed: int, size: int) -> Example:
     from dsocr.training.strips import generate_strips
 
     view = generate_strips(seed, size)
-    return Example(view.image, "free", view.target, view.glyphs)
+    return Example(view.image, "free", view.target, view.glyphs, view.formulas)
 
 
 def _indices(start: int) -> Iterator[int]:

@@ -28,6 +28,7 @@ from dsocr.processing import lines
 from dsocr.training import corpus
 from dsocr.training.synthetic import (
     FONT_FAMILIES,
+    MATH_FONTSETS,
     Glyph,
     _advance,
     _blur,
@@ -36,10 +37,14 @@ from dsocr.training.synthetic import (
     _jpeg,
     _noise,
     _openings,
+    _random_latex,
+    _render_math,
     _words,
     load_font,
 )
 
+P_FORMULA = 0.04  # rows that are a display formula
+MAX_FORMULA_HEIGHT = 2.3  # ems: a row holds ~1.9 ems of type; taller formulas are scaled down to fit it
 FONT_SIZES = (11, 48)  # px: the size a row is first rendered at, before it is scaled to the x-height
 PAD = 6  # blank pixels around a row's text while it is drawn
 # regular, bold, italic, like FONT_FAMILIES; their files map ASCII to TeX's OT1 encoding, right only for _CM_SAFE
@@ -53,6 +58,7 @@ class StripView:
     rows: tuple[str, ...]  # each row's text, top to bottom (unused rows are not listed)
     glyphs: tuple[Glyph, ...]  # every drawn character's centre in view pixels (the glyph loss)
     seed: int
+    formulas: tuple[tuple[int, int, int, int], ...] = ()  # rows of formulas: drawn, but no glyph positions
 
     @property
     def target(self) -> str:
@@ -68,13 +74,17 @@ def generate_strips(seed: int, size: int) -> StripView:
     view = Image.new("RGB", (size, size), (paper,) * 3)
     texts: list[str] = []
     glyphs: list[Glyph] = []
+    formulas = []
     for row in range(count):
-        text, segment, centres = _row(rng, lines.segment_width(size), paper)
+        formula = _formula_row(rng, lines.segment_width(size), paper) if rng.random() < P_FORMULA else None
+        text, segment, centres = formula or _row(rng, lines.segment_width(size), paper)
         x, y = lines.row_origin(row, segment.height)
         view.paste(segment, (x, y))
         texts.append(text)
         glyphs.extend((ch, x + cx, y + lines.BASELINE - lines.X_HEIGHT / 2) for ch, cx in centres)
-    return StripView(view, tuple(texts), tuple(glyphs), seed)
+        if formula:
+            formulas.append((x, y, x + segment.width, y + segment.height))
+    return StripView(view, tuple(texts), tuple(glyphs), seed, tuple(formulas))
 
 
 def _row(rng: Random, max_width: int, paper: int) -> tuple[str, Image.Image, list[tuple[str, float]]]:
@@ -103,6 +113,28 @@ def _row(rng: Random, max_width: int, paper: int) -> tuple[str, Image.Image, lis
         centres += [(ch, x0 + x) for ch, x in piece_centres]
         x0 += image.width + lines.WORD_GAP
     return " ".join(words), segment, [(ch, min(max(x, 0.0), segment.width - 1.0)) for ch, x in centres]
+
+
+def _formula_row(rng: Random, max_width: int,
+                 paper: int) -> tuple[str, Image.Image, list[tuple[str, float]]] | None:
+    """A display formula (the synthetic pages' grammar, rendered by mathtext) as a row, read as `\\[ latex \\]`
+    like the pages' equation blocks; None when six tries are all too wide or too tall for a row (nested fractions:
+    scaled to fit, they would be too small to read)."""
+    for _ in range(6):
+        latex, size = _random_latex(rng), rng.randint(*FONT_SIZES)
+        mask = _render_math(latex, size, rng.choice(MATH_FONTSETS))
+        if mask.height > MAX_FORMULA_HEIGHT * size:
+            continue
+        image = Image.new("L", (mask.width + 2 * PAD, mask.height + 2 * PAD), paper)
+        image.paste(rng.randint(0, 70), (PAD, PAD, PAD + mask.width, PAD + mask.height), mask)
+        crop = lines.ink_box(image)
+        if crop is None:
+            continue
+        ink = _degrade(rng, image).crop(crop)
+        segment = lines.normalize_line(ink, (paper,) * 3)
+        if segment.width <= max_width:
+            return rf"\[ {latex} \]", segment, []
+    return None
 
 
 def _piece(rng: Random, text: str, font: ImageFont.FreeTypeFont, paper: int, stretch: float,
@@ -282,10 +314,15 @@ def _draw(rng: Random, text: str, font: ImageFont.FreeTypeFont,
     image = Image.new("L", (right - left + 2 * PAD, bottom - top + 2 * PAD), paper)
     ImageDraw.Draw(image).text((PAD - left, PAD - top), text, font=font, fill=rng.randint(0, 70))
     crop = lines.ink_box(image) or (0, 0, image.width, image.height)
+    return _degrade(rng, image), crop, left
+
+
+def _degrade(rng: Random, image: Image.Image) -> Image.Image:
+    """Print at its own size, as scanned: blurred, noisy, JPEG-compressed, each now and then."""
     if rng.random() < 0.3:
         image = _blur(image, rng.uniform(4.0, 12.0))
     if rng.random() < 0.2:
         image = _noise(image, np.random.default_rng(rng.randrange(2**32)), rng.uniform(2.0, 8.0))
     if rng.random() < 0.2:
         image = _jpeg(image, rng.randint(40, 90))
-    return image, crop, left
+    return image

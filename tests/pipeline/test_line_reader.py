@@ -70,6 +70,15 @@ def test_the_grounding_answer_has_one_block_per_region_with_grid_boxes_tables_an
     )
 
 
+def test_a_region_read_as_a_display_formula_is_an_equation_block() -> None:
+    regions = (Region("sub_title", (100, 100, 300, 140), lines=(Line((100, 100, 300, 140)),)),
+               Region("text", (100, 150, 300, 170), lines=(Line((100, 150, 300, 170)),)))
+    texts = [r"\[ E = m c^2 \]", r"where \[ c \] is the speed of light"]
+    assert line_reader.grounding_text(regions, texts, (400, 400)) == (
+        "<|ref|>equation<|/ref|><|det|>[[250, 250, 749, 350]]<|/det|>\n\\[ E = m c^2 \\]\n\n"
+        "<|ref|>text<|/ref|><|det|>[[250, 375, 749, 425]]<|/det|>\nwhere \\[ c \\] is the speed of light")
+
+
 def test_the_plain_answer_separates_regions_by_blank_lines_and_table_rows_by_lines() -> None:
     assert line_reader.plain_text(REGIONS, TEXTS) == (
         "Annual report 2024\n\nResults\n\nThe model reads a page line by line, with hyphen- ation kept.\n\n"

@@ -47,7 +47,9 @@ def test_glyphs_are_the_rows_characters_in_order_on_their_ink(views: list) -> No
     for view in views:
         ink = np.asarray(view.image.convert("L")) < 200
         chars = "".join(ch for ch, _, _ in view.glyphs)
-        assert chars == "".join(view.target.split())  # every character but spaces, in reading order
+        text = [row for row in view.rows if not row.startswith("\\[ ")]  # formulas: drawn, no glyph positions
+        assert chars == "".join("".join(text).split())  # every character but spaces, in reading order
+        assert len(view.formulas) == len(view.rows) - len(text)
         rows = [int(y // lines.ROW) for _, _, y in view.glyphs]
         assert rows == sorted(rows)
         near = 0
@@ -55,6 +57,14 @@ def test_glyphs_are_the_rows_characters_in_order_on_their_ink(views: list) -> No
             x0, y0 = int(x), int(y)
             near += ink[y0 - 22:y0 + 22, max(0, x0 - 8):x0 + 8].any()
         assert near == len(view.glyphs)  # each centre has ink within half a character
+
+
+def test_some_rows_are_display_formulas_read_as_latex_in_their_row(views: list) -> None:
+    formulas = [(view, row) for view in views for row, text in enumerate(view.rows) if text.startswith("\\[ ")]
+    assert formulas and all(text.endswith(" \\]") for view in views for text in view.rows if text.startswith("\\["))
+    for view, row in formulas:  # each formula's box is its row, and has ink
+        (box,) = [b for b in view.formulas if b[1] // lines.ROW == row]
+        assert box[3] - box[1] == lines.ROW and (np.asarray(view.image.crop(box).convert("L")) < 128).any()
 
 
 def test_text_is_prose_words_numbers_and_labelled_lines(views: list) -> None:
