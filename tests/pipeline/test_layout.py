@@ -157,6 +157,23 @@ def test_columns_one_em_apart_are_never_joined() -> None:
     assert left.box[2] < 60 + chars * advance + 2 < right.box[0]
 
 
+def test_a_lone_mark_atop_the_next_column_stays_in_its_column() -> None:
+    """Where the right column is blank for a line (its paragraph ended), the gutter still runs on: the left
+    column's line there does not reach across it to a lone "." starting the right column's next line."""
+    font, text = load_font("DejaVuSerif.ttf", 18), "the bolts or screws of the sake of"  # a tall last glyph
+    gutter = 60 + round(font.getlength(text)) + 24  # two glyph heights: a narrow gutter, as in print
+    image = Image.new("L", (gutter + 500, 700), 255)
+    draw = ImageDraw.Draw(image)
+    for row in range(16):
+        draw.text((60, 60 + 30 * row), text, font=font, fill=0)
+        if row != 6:  # the right column: a paragraph, a blank line, a lone ".", then a new paragraph
+            draw.text((gutter, 60 + 30 * row), "." if row == 7 else "a locking nut and a load", font=font, fill=0)
+    regions = analyze(image)
+    assert all(r.box[2] < gutter - 10 or r.box[0] >= gutter - 2 for r in regions), [r.box for r in regions]
+    lefts = [r for r in regions if r.box[0] < gutter - 10]
+    assert sum(len(r.lines) for r in lefts) == 16 and regions[:len(lefts)] == lefts  # left column first
+
+
 def test_labels_of_flat_pages_are_mostly_right() -> None:
     right = total = 0
     for seed in FLAT_SEEDS:

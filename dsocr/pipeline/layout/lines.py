@@ -47,6 +47,12 @@ def _gutters(ink: np.ndarray, unit: float) -> np.ndarray:
               - np.take_along_axis(count, np.clip(above + 1, 0, rows), axis=0))
     gutter = (between & (beside * step >= 20 * unit)).view(np.uint8)
     gutter = ndimage.maximum_filter1d(ndimage.minimum_filter1d(gutter, wide, axis=1), wide, axis=1)  # still wide
+    # Closed over short breaks down its white: where one column is blank for a line or two (a paragraph ends
+    # there) the gutter still runs on, or a line beside it smears into the blank and on to a lone mark. Not
+    # over ink: a line across both columns (a title, a wide caption) is not cut.
+    gap = 2 * int(4 * unit // step) + 1
+    closed = ndimage.minimum_filter1d(ndimage.maximum_filter1d(gutter, gap, axis=0), gap, axis=0)
+    gutter |= closed & tall
     return np.repeat(gutter.view(bool), step, axis=0)[:height]
 
 
