@@ -7,8 +7,8 @@ Must not load a model, tokenize or generate: `dsocr.api.OCR` runs the views. The
 A page becomes (straightened first if it is turned, as scans are: `deskew`): its regions in reading order,
 their text in streams (`page_streams`: a paragraph's lines, or a table cell's, are one stream, read as one run
 of text), each stream's lines joined end to end and cut at word gaps into segments that fit a row, the segments
-packed one per row into views. Each view's answer is its rows'
-texts, one per line; a stream's text is its segments' texts joined by a space.
+packed one per row into views. Each view's answer is its rows' texts, one per line; a stream's text is its
+segments' texts joined by a space.
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ def line_views(image: Image.Image, size: int) -> LinePage:
 
 
 def typeset_box(image: Image.Image, region: Region) -> Region:
-    """A text region with the box its type fills, as typeset blocks are boxed (and the official answers box
-    them): from its first line's ascent to its last line's descent, not the ink's tight box (a line without
+    """A text region with the box its type fills, as typeset blocks are boxed (the synthetic pages' targets
+    too): from its first line's ascent to its last line's descent, not the ink's tight box (a line without
     descenders would be boxed short, a small one by half). See `_type_extent`."""
     if region.label in ("table", "image") or not region.lines:
         return region

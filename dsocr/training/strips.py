@@ -8,7 +8,8 @@ finds. The text is real prose from the corpus (a run of a paragraph), real words
 corpus's and ~44k English ones: they can only be read, not recited), table-like numbers, or list items, headings
 and captions. The target is the rows' texts, one per line: the answer to the `free` prompt. A third of the rows
 mix in made-up words and codes, which only spelling can read; some rows are typeset (curly quotes, dashes,
-bullets, accented words, signs). Deterministic by seed, like `synthetic`.
+bullets, accented words, signs); a few are display formulas, read as `\\[ latex \\]`. Deterministic by seed,
+like `synthetic`.
 """
 
 from __future__ import annotations
