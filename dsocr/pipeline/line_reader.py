@@ -35,6 +35,7 @@ TOKENS_PER_ROW = 40  # generation limit of a view: a row of print is well under 
 TOKENS_SLACK = 8
 FINISH_ORDER = ("stop", "length", "repetition")  # best to worst: a page is as unfinished as its worst view
 _CAPTION = re.compile(r"(Figure|Table)\s+\d")
+_BOLD_CAPTION = re.compile(r"(Figure|Table)\s+\d+[.:]")  # set like a heading: "Figure 1: ..." in bold
 _CAPTION_LABELS = {"Figure": "image_caption", "Table": "table_caption"}
 ASCENT, DESCENT = 1.35, 0.45  # a line's type above and below its baseline, in heights of its capitals
 _EQUATION = re.compile(r"\\\[ .* \\\]", re.DOTALL)  # \[ latex \]
@@ -252,12 +253,13 @@ def region_content(region: Region, read: Iterator[str]) -> tuple[str, str]:
     text = _text(region, read)
     if _EQUATION.fullmatch(text):  # the model reads a display formula as LaTeX, as the official one does
         return "equation", text
+    caption = {"text": _CAPTION, "sub_title": _BOLD_CAPTION}.get(region.label)
+    if caption and (match := caption.match(text)):
+        return _CAPTION_LABELS[match.group(1)], text
     if region.label == "title":
         return "title", f"# {text}" if text else ""
     if region.label == "sub_title":
         return "sub_title", f"## {text}" if text else ""
-    if region.label == "text" and (match := _CAPTION.match(text)):
-        return _CAPTION_LABELS[match.group(1)], text
     return region.label, text  # text, header, footer; image: no lines, empty
 
 

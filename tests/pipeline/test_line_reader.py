@@ -70,6 +70,14 @@ def test_the_grounding_answer_has_one_block_per_region_with_grid_boxes_tables_an
     )
 
 
+def test_a_caption_set_like_a_heading_is_a_caption_and_a_heading_naming_a_figure_stays_a_heading() -> None:
+    heading = Region("sub_title", (100, 100, 300, 140), lines=(Line((100, 100, 300, 140)),))
+    blocks = [line_reader.region_content(heading, iter([text])) for text in
+              ("Figure 1: Share of pages sent to review.", "Table 2. Prices", "Figure 3 and what it shows")]
+    assert blocks == [("image_caption", "Figure 1: Share of pages sent to review."),
+                      ("table_caption", "Table 2. Prices"), ("sub_title", "## Figure 3 and what it shows")]
+
+
 def test_a_region_read_as_a_display_formula_is_an_equation_block() -> None:
     regions = (Region("sub_title", (100, 100, 300, 140), lines=(Line((100, 100, 300, 140)),)),
                Region("text", (100, 150, 300, 170), lines=(Line((100, 150, 300, 170)),)))
