@@ -174,6 +174,33 @@ def test_a_lone_mark_atop_the_next_column_stays_in_its_column() -> None:
     assert sum(len(r.lines) for r in lefts) == 16 and regions[:len(lefts)] == lefts  # left column first
 
 
+def test_a_framed_code_listing_and_coloured_print_are_text_and_a_framed_scatter_plot_an_image() -> None:
+    font, mono = load_font("DejaVuSerif.ttf", 18), load_font("DejaVuSansMono.ttf", 16)
+    image = Image.new("RGB", (900, 900), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((60, 40), "Highlighted code, as printed", font=font, fill=(20, 60, 200))  # a blue heading
+    draw.rectangle((60, 100, 700, 230), outline="black", width=1)  # a listing in a frame, keywords in blue
+    for row, (keyword, rest) in enumerate([("function", " add(a, b) {"), ("    return", " a + b;"),
+                                            ("", "}"), ("", "console.log(add(3, 5));")]):
+        x = 70 + round(mono.getlength(keyword))
+        draw.text((70, 110 + 28 * row), keyword, font=mono, fill=(30, 60, 220))
+        draw.text((x, 110 + 28 * row), rest, font=mono, fill="black")
+    draw.line((60, 560, 60, 850), fill="black")  # a scatter plot: axes, black and coloured dots
+    draw.line((60, 850, 700, 850), fill="black")
+    rng = Random(1)
+    for i in range(30):
+        x, y = rng.randint(80, 680), rng.randint(580, 830)
+        draw.ellipse((x, y, x + 6, y + 6), fill="black" if i % 2 else (40, 160, 40))
+    regions = analyze(image)
+    labels = [(r.label, r.box[1] // 100) for r in regions]
+    assert ("image", 5) in labels, labels  # the plot, from its axes down
+    listing = [r for r in regions if 100 <= r.box[1] < 240]
+    assert listing and all(r.label != "image" for r in listing), labels
+    assert sum(len(r.lines) for r in listing) == 4
+    heading = [r for r in regions if r.box[1] < 100]
+    assert [r.label for r in heading] != ["image"] and len(heading) == 1, labels
+
+
 def test_labels_of_flat_pages_are_mostly_right() -> None:
     right = total = 0
     for seed in FLAT_SEEDS:

@@ -31,7 +31,15 @@ from dsocr.pipeline.layout.blocks import (
 from dsocr.pipeline.layout.boxes import Box, Line, Region, _inside_any
 from dsocr.pipeline.layout.ink import EIGHT, NOISE, _binarize, _channels, _components, _glyph_unit
 from dsocr.pipeline.layout.lines import _gutters, _line_stats, _lines
-from dsocr.pipeline.layout.rules import _graphic_seeds, _graphics, _open_tables, _rule_structures, _rules
+from dsocr.pipeline.layout.rules import (
+    _coloured,
+    _drawing_frames,
+    _graphic_seeds,
+    _graphics,
+    _open_tables,
+    _rule_structures,
+    _rules,
+)
 
 __all__ = ["EIGHT", "FURNITURE", "NOISE", "Box", "Line", "Region", "analyze"]
 
@@ -49,7 +57,9 @@ def analyze(image: Image.Image) -> list[Region]:
     if len(hboxes) or len(vboxes):
         labels, comps = _components(text)
     grids, frames, loose = _rule_structures(hboxes, vboxes)
-    seeds = _graphic_seeds(labels, comps, colour, unit)
+    coloured = _coloured(labels, comps, colour)
+    seeds = _graphic_seeds(comps, coloured, unit)
+    frames = _drawing_frames(frames, comps, seeds, coloured, unit)  # a frame boxing text is not a drawing
     images = _graphics(comps[seeds, :4], frames, loose, unit)
     free = np.flatnonzero(~seeds & ~_inside_any(comps[:, :4], images))
     grids = [t for t in grids if not _inside_any(np.array([t.box]), images)[0]]  # boxes in a drawing

@@ -102,16 +102,55 @@ def _edges(centres: np.ndarray, lo: float, hi: float, merge: float = 4) -> np.nd
     return np.array(edges + [float(hi)])
 
 
-def _graphic_seeds(labels: np.ndarray, comps: np.ndarray, colour: np.ndarray | None,
-                   unit: float) -> np.ndarray:
-    """Components that are no glyph: much taller than text, large and filled, or coloured."""
+def _coloured(labels: np.ndarray, comps: np.ndarray, colour: np.ndarray | None) -> np.ndarray:
+    """Components mostly of coloured (not grey) pixels."""
+    if colour is None or not len(comps):
+        return np.zeros(len(comps), bool)
+    counts = np.bincount(labels[colour > 60], minlength=len(comps) + 1)[1:]
+    return (counts > 0.4 * comps[:, 4]) & (comps[:, 4] >= 6)
+
+
+def _graphic_seeds(comps: np.ndarray, coloured: np.ndarray, unit: float) -> np.ndarray:
+    """Components that are no glyph: much taller than text, large and filled, or coloured and not print.
+    Coloured glyphs (links, headings, highlighted code) are print when they are in a word (`_in_words`) and
+    touch no large coloured mark (a chart's dots and labels)."""
     heights, widths, areas = comps[:, 3] - comps[:, 1], comps[:, 2] - comps[:, 0], comps[:, 4]
     filled = (heights > 3 * unit) & (widths > 3 * unit) & (areas > 0.6 * heights * widths)
-    seeds = (heights > 6 * unit) | filled
-    if colour is not None and len(comps):
-        coloured = np.bincount(labels[colour > 60], minlength=len(comps) + 1)[1:]
-        seeds |= (coloured > 0.4 * areas) & (areas >= 6)
+    glyphs = coloured & (heights <= 2.5 * unit) & (widths <= 3 * unit)
+    marks = coloured & ~glyphs
+    seeds = (heights > 6 * unit) | filled | marks
+    if glyphs.any():
+        index = np.flatnonzero(glyphs)
+        by_mark = _touch(comps[index, :4], comps[marks, :4], pad=unit).any(axis=1)
+        seeds[index[~_in_words(index, comps, unit) | by_mark]] = True
     return seeds
+
+
+def _in_words(index: np.ndarray, comps: np.ndarray, unit: float) -> np.ndarray:
+    """Which of the components `index` have a neighbour within a letter gap, as the letters of a word do (a
+    chart's dots mostly stand alone)."""
+    touching = _touch(comps[index, :4], comps[:, :4], pad=0.6 * unit)
+    touching[np.arange(len(index)), index] = False
+    return touching.any(axis=1)
+
+
+def _drawing_frames(frames: list[np.ndarray], comps: np.ndarray, seeds: np.ndarray, coloured: np.ndarray,
+                    unit: float) -> list[np.ndarray]:
+    """The frames around drawings; not those that box text (a code listing, a callout: no graphic mark
+    inside, three glyphs or more, mostly black and mostly in words), whose text is read."""
+    boxes = comps[:, :4]
+    glyph = ~seeds & (comps[:, 3] - comps[:, 1] <= 2.5 * unit)
+    kept = []
+    for frame in frames:
+        inside = ((boxes[:, 0] > frame[0]) & (boxes[:, 2] < frame[2]) & (boxes[:, 1] > frame[1])
+                  & (boxes[:, 3] < frame[3]))
+        glyphs = np.flatnonzero(inside & glyph)
+        black = int((~coloured[glyphs]).sum())
+        text = (not (inside & seeds).any() and black >= 3 and 2 * black >= len(glyphs)
+                and _in_words(glyphs, comps, unit).mean() >= 0.7)
+        if not text:
+            kept.append(frame)
+    return kept
 
 
 def _graphics(seeds: np.ndarray, frames: list[np.ndarray], loose: np.ndarray, unit: float) -> np.ndarray:
