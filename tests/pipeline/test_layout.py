@@ -201,6 +201,26 @@ def test_a_framed_code_listing_and_coloured_print_are_text_and_a_framed_scatter_
     assert [r.label for r in heading] != ["image"] and len(heading) == 1, labels
 
 
+def test_an_infobox_is_a_picture_and_text_not_one_image() -> None:
+    """A frame around a picture and rows of text (a Wikipedia infobox): the picture is the image, the text is
+    read."""
+    font = load_font("DejaVuSans.ttf", 16)
+    image = Image.new("RGB", (700, 900), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((100, 60, 600, 820), outline=(160, 160, 160), width=1)
+    draw.rectangle((200, 90, 500, 330), fill=(180, 120, 60))  # the picture
+    rows = [("Reign", "1 October 959 - 8 July 975"), ("Predecessor", "Eadwig"), ("Born", "943 or 944"),
+            ("Died", "8 July 975, aged 31"), ("Burial", "Glastonbury Abbey"), ("House", "Wessex")]
+    draw.text((180, 350), "Edgar in a fourteenth-century roll", font=font, fill="black")
+    for i, (key, value) in enumerate(rows):
+        draw.text((120, 420 + 60 * i), key, font=font, fill="black")
+        draw.text((300, 420 + 60 * i), value, font=font, fill="black")
+    regions = analyze(image)
+    images = [r.box for r in regions if r.label == "image"]
+    assert len(images) == 1 and images[0][1] >= 85 and images[0][3] <= 340, images
+    assert sum(len(r.lines) for r in regions if r.box[1] >= 340) >= 1 + len(rows)
+
+
 def test_labels_of_flat_pages_are_mostly_right() -> None:
     right = total = 0
     for seed in FLAT_SEEDS:

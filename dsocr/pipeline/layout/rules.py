@@ -136,21 +136,33 @@ def _in_words(index: np.ndarray, comps: np.ndarray, unit: float) -> np.ndarray:
 
 def _drawing_frames(frames: list[np.ndarray], comps: np.ndarray, seeds: np.ndarray, coloured: np.ndarray,
                     unit: float) -> list[np.ndarray]:
-    """The frames around drawings; not those that box text (a code listing, a callout: no graphic mark
-    inside, three glyphs or more, mostly black and mostly in words), whose text is read."""
+    """The frames around drawings; not those that box text, whose text is read: a code listing or a callout
+    (no graphic mark inside, three glyphs or more, mostly black), or a box of text around a picture (an
+    infobox: the marks cover under half of it, twenty glyphs or more lie beside them). The glyphs must be
+    mostly in words (a scatter plot's dots are not)."""
     boxes = comps[:, :4]
     glyph = ~seeds & (comps[:, 3] - comps[:, 1] <= 2.5 * unit)
     kept = []
     for frame in frames:
         inside = ((boxes[:, 0] > frame[0]) & (boxes[:, 2] < frame[2]) & (boxes[:, 1] > frame[1])
                   & (boxes[:, 3] < frame[3]))
-        glyphs = np.flatnonzero(inside & glyph)
+        if (inside & seeds).any():
+            drawn = _union(boxes[inside & seeds]) + np.array([-unit, -unit, unit, unit])
+            beside = inside & glyph & ~_inside_any(boxes, drawn[None])
+            glyphs, least = np.flatnonzero(beside), 20
+            if _area(drawn) >= 0.5 * _area(frame):
+                kept.append(frame)
+                continue
+        else:
+            glyphs, least = np.flatnonzero(inside & glyph), 3
         black = int((~coloured[glyphs]).sum())
-        text = (not (inside & seeds).any() and black >= 3 and 2 * black >= len(glyphs)
-                and _in_words(glyphs, comps, unit).mean() >= 0.7)
-        if not text:
+        if black < least or 2 * black < len(glyphs) or _in_words(glyphs, comps, unit).mean() < 0.7:
             kept.append(frame)
     return kept
+
+
+def _area(box: np.ndarray) -> float:
+    return float(max(0, box[2] - box[0]) * max(0, box[3] - box[1]))
 
 
 def _graphics(seeds: np.ndarray, frames: list[np.ndarray], loose: np.ndarray, unit: float) -> np.ndarray:
