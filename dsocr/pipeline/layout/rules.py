@@ -136,29 +136,29 @@ def _in_words(index: np.ndarray, comps: np.ndarray, unit: float) -> np.ndarray:
 
 def _drawing_frames(frames: list[np.ndarray], comps: np.ndarray, seeds: np.ndarray, coloured: np.ndarray,
                     unit: float) -> list[np.ndarray]:
-    """The frames around drawings; not those that box text, whose text is read: a code listing or a callout
-    (no graphic mark inside, three glyphs or more, mostly black), or a box of text around a picture (an
-    infobox: the marks cover under half of it, twenty glyphs or more lie beside them). The glyphs must be
-    mostly in words (a scatter plot's dots are not)."""
+    """The frames around drawings, not those that box text (`_boxes_text`), whose text is read."""
+    return [frame for frame in frames if not _boxes_text(frame, comps, seeds, coloured, unit)]
+
+
+def _boxes_text(frame: np.ndarray, comps: np.ndarray, seeds: np.ndarray, coloured: np.ndarray,
+                unit: float) -> bool:
+    """A code listing or a callout (no graphic mark inside, three glyphs or more), or a box of text around a
+    picture (an infobox: the marks cover under half of it, twenty glyphs or more beside them); the glyphs
+    mostly black and mostly in words (a scatter plot's dots are not)."""
     boxes = comps[:, :4]
-    glyph = ~seeds & (comps[:, 3] - comps[:, 1] <= 2.5 * unit)
-    kept = []
-    for frame in frames:
-        inside = ((boxes[:, 0] > frame[0]) & (boxes[:, 2] < frame[2]) & (boxes[:, 1] > frame[1])
-                  & (boxes[:, 3] < frame[3]))
-        if (inside & seeds).any():
-            drawn = _union(boxes[inside & seeds]) + np.array([-unit, -unit, unit, unit])
-            beside = inside & glyph & ~_inside_any(boxes, drawn[None])
-            glyphs, least = np.flatnonzero(beside), 20
-            if _area(drawn) >= 0.5 * _area(frame):
-                kept.append(frame)
-                continue
-        else:
-            glyphs, least = np.flatnonzero(inside & glyph), 3
-        black = int((~coloured[glyphs]).sum())
-        if black < least or 2 * black < len(glyphs) or _in_words(glyphs, comps, unit).mean() < 0.7:
-            kept.append(frame)
-    return kept
+    inside = ((boxes[:, 0] > frame[0]) & (boxes[:, 2] < frame[2]) & (boxes[:, 1] > frame[1])
+              & (boxes[:, 3] < frame[3]))
+    glyph = inside & ~seeds & (comps[:, 3] - comps[:, 1] <= 2.5 * unit)
+    least = 3
+    if (inside & seeds).any():
+        drawn = _union(boxes[inside & seeds]) + np.array([-unit, -unit, unit, unit])
+        if _area(drawn) >= 0.5 * _area(frame):
+            return False
+        glyph &= ~_inside_any(boxes, drawn[None])
+        least = 20
+    glyphs = np.flatnonzero(glyph)
+    black = int((~coloured[glyphs]).sum())
+    return black >= least and 2 * black >= len(glyphs) and _in_words(glyphs, comps, unit).mean() >= 0.7
 
 
 def _area(box: np.ndarray) -> float:
