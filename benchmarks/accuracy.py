@@ -93,13 +93,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the training run's seed (its held-out pages)")
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", help="auto (float32 on CPU), float32, bfloat16, float16")
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--speed-pages", type=int, default=4)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    ocr = OCR.from_pretrained(args.model, device=args.device)
-    report: dict = {"model": args.model, "device": str(ocr.model.device)}
+    ocr = OCR.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    report: dict = {"model": args.model, "device": str(ocr.model.device), "dtype": str(ocr.model.dtype)}
     for prompt in ("markdown", "free"):
         result = evaluate(ocr, held_out(args.pages, args.seed, prompt), max_new_tokens=args.max_tokens)
         report[f"synthetic_{prompt}"] = result.to_dict()
@@ -113,7 +114,7 @@ def main() -> None:
                   f"{row['seconds_per_page']:.2f} s/page  ({row['gt'].split(' ')[0]} ground truth)", flush=True)
     if ocr.reads_lines:  # one way of reading (line views): where a page's time goes instead of a ratio of modes
         report["seconds_per_page"] = stages = line_speed(ocr, args.speed_pages, args.max_tokens)
-        print(f"speed on {report['device']} ({torch.get_num_threads()} threads), line reader: "
+        print(f"speed on {report['device']} ({report['dtype']}, {torch.get_num_threads()} threads), line reader: "
               + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()) + " per page")
     else:
         base, gundam = (speed(ocr, mode, args.speed_pages, args.max_tokens) for mode in ("base", "gundam"))
