@@ -221,6 +221,24 @@ def test_an_infobox_is_a_picture_and_text_not_one_image() -> None:
     assert sum(len(r.lines) for r in regions if r.box[1] >= 340) >= 1 + len(rows)
 
 
+def test_a_bullet_two_ems_before_its_item_is_part_of_its_line() -> None:
+    """A list's bullets stand well before their text; before an item that starts in bold capitals ("Microsoft
+    Office Suite: ...") the gap is wider than a line's height, and the bullet still joins its line."""
+    bold, regular = load_font("DejaVuSerif-Bold.ttf", 20), load_font("DejaVuSerif.ttf", 20)
+    image = Image.new("L", (900, 300), 255)
+    draw = ImageDraw.Draw(image)
+    for row, (head, rest) in enumerate([("MOST", ": continued to dominate the market"),
+                                         ("OpenOffice", ": free and open word processing"),
+                                         ("GOOGLE DOCS", ": editing and sharing in real time")]):
+        y = 40 + 60 * row
+        draw.text((60, y), "\u2022", font=regular, fill=0)
+        draw.text((100, y), head, font=bold, fill=0)
+        draw.text((100 + round(bold.getlength(head)), y), rest, font=regular, fill=0)
+    regions = analyze(image)
+    lines = [line.box for r in regions for line in r.lines]
+    assert len(lines) == 3 and all(box[0] < 75 for box in lines), [r.box for r in regions]
+
+
 def test_labels_of_flat_pages_are_mostly_right() -> None:
     right = total = 0
     for seed in FLAT_SEEDS:

@@ -211,7 +211,7 @@ def _join_pieces(ids: np.ndarray, comps: np.ndarray, walls: np.ndarray, gutters:
                  unit: float) -> np.ndarray:
     """Join pieces of one line that the smear left apart (a wide space after a dash, quote or underscore):
     side by side, level at their facing ends (or one a small mark within the other's band), less than 1.5
-    line heights apart. Never across a wall; a gutter keeps them apart unless the text is large (a title over
+    line heights apart (a lone bullet 2.5). Never across a wall; a gutter keeps them apart unless the text is large (a title over
     two columns), the left piece is a bullet, or the right piece does not start at a column edge (a start
     fewer than two other lines share: a word gap that runs into the white beside a figure or an equation)."""
     for _ in range(3):  # a piece grown by a mark can reach the next
@@ -228,7 +228,9 @@ def _join_pieces(ids: np.ndarray, comps: np.ndarray, walls: np.ndarray, gutters:
         mark = _small_within(left, right)
         gap = left[..., 0] - right[..., 2]
         gap = np.where(gap >= -0.5 * low, gap, inner[None, :, 0] - inner[:, None, 1])
-        fits = (level | bullet | mark) & (gap >= -0.5 * low) & (gap <= 1.5 * high)
+        lone = (ends[:, 1, 2] - ends[:, 0, 0])[:, None] <= high  # a piece no wider than a glyph: "•", "-", "1"
+        reach = np.where(bullet & lone, 2.5, 1.5) * high  # a bullet stands up to two ems before its item
+        fits = (level | bullet | mark) & (gap >= -0.5 * low) & (gap <= reach)
         fits &= left[..., 2] > right[..., 2]
         score = np.where(fits, gap, np.inf)
         nearest = np.argmin(score, axis=1)
