@@ -38,6 +38,7 @@ _CAPTION = re.compile(r"(Figure|Table)\s+\d")
 _BOLD_CAPTION = re.compile(r"(Figure|Table)\s+\d+[.:]")  # set like a heading: "Figure 1: ..." in bold
 _CAPTION_LABELS = {"Figure": "image_caption", "Table": "table_caption"}
 ASCENT, DESCENT = 1.35, 0.45  # a line's type above and below its baseline, in heights of its capitals
+_BULLET = re.compile(r"(?:^|\s)[\u2022\u25aa\u25e6\u2023]\s")  # •, ▪, ◦, ‣: a list item starts
 _EQUATION = re.compile(r"\\\[ .* \\\]", re.DOTALL)  # \[ latex \]
 _MARKUP = re.compile(r"<\|/?(?:ref|det)\|>")  # grounding tags in a row's text would forge blocks
 
@@ -274,4 +275,10 @@ def table_rows(region: Region, read: Iterator[str]) -> list[list[str]]:
 def _text(region: Region, read: Iterator[str]) -> str:
     # A paragraph's lines are one stream, joined end to end with a word space: "exam-" + "ple" reads
     # "exam- ple". Simple and lossless; telling a broken word from a real hyphen needs a dictionary.
-    return " ".join(t for t in (next(read) for _ in region_streams(region)) if t)
+    text = " ".join(t for t in (next(read) for _ in region_streams(region)) if t)
+    return _bulleted(text) if region.label == "text" and _BULLET.match(text) else text
+
+
+def _bulleted(text: str) -> str:
+    """A bulleted list, read as one run of text ("• one • two"), as Markdown items one a line ("- one\n- two")."""
+    return "\n".join(f"- {item.strip()}" for item in _BULLET.split(text) if item.strip())

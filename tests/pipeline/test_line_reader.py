@@ -78,6 +78,15 @@ def test_a_caption_set_like_a_heading_is_a_caption_and_a_heading_naming_a_figure
                       ("table_caption", "Table 2. Prices"), ("sub_title", "## Figure 3 and what it shows")]
 
 
+def test_a_bulleted_list_read_as_one_run_of_text_becomes_markdown_items() -> None:
+    region = Region("text", (100, 100, 300, 200), lines=(Line((100, 100, 300, 120)), Line((100, 130, 300, 150))))
+    read = "\u2022 Microsoft Office Suite: dominant \u2022 OpenOffice: free and open"
+    items = "- Microsoft Office Suite: dominant\n- OpenOffice: free and open"
+    assert line_reader.region_content(region, iter([read])) == ("text", items)
+    assert line_reader.plain_text([region], [read]) == items
+    assert line_reader.region_content(region, iter(["A dot \u2022 in a sentence"]))[1] == "A dot \u2022 in a sentence"
+
+
 def test_a_region_read_as_a_display_formula_is_an_equation_block() -> None:
     regions = (Region("sub_title", (100, 100, 300, 140), lines=(Line((100, 100, 300, 140)),)),
                Region("text", (100, 150, 300, 170), lines=(Line((100, 150, 300, 170)),)))
