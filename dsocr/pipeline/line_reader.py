@@ -276,9 +276,23 @@ def _text(region: Region, read: Iterator[str]) -> str:
     # A paragraph's lines are one stream, joined end to end with a word space: "exam-" + "ple" reads
     # "exam- ple". Simple and lossless; telling a broken word from a real hyphen needs a dictionary.
     text = " ".join(t for t in (next(read) for _ in region_streams(region)) if t)
-    return _bulleted(text) if region.label == "text" and _BULLET.match(text) else text
+    if region.label != "text":
+        return text
+    if _BULLET.match(text):
+        return _bulleted(text)
+    return _numbered(text) if text.startswith("1. ") else text
 
 
 def _bulleted(text: str) -> str:
     """A bulleted list, read as one run of text ("• one • two"), as Markdown items one a line ("- one\n- two")."""
     return "\n".join(f"- {item.strip()}" for item in _BULLET.split(text) if item.strip())
+
+
+def _numbered(text: str) -> str:
+    """A numbered list read as one run of text ("1. one 2. two") as one item a line, cut where the next number
+    in turn ("2. ", then "3. ", ...) follows a space."""
+    items, rest, number = [], text, 2
+    while (cut := rest.find(f" {number}. ")) > 0:
+        items.append(rest[:cut])
+        rest, number = rest[cut + 1:], number + 1
+    return "\n".join([*items, rest])

@@ -85,6 +85,9 @@ def test_a_bulleted_list_read_as_one_run_of_text_becomes_markdown_items() -> Non
     assert line_reader.region_content(region, iter([read])) == ("text", items)
     assert line_reader.plain_text([region], [read]) == items
     assert line_reader.region_content(region, iter(["A dot \u2022 in a sentence"]))[1] == "A dot \u2022 in a sentence"
+    numbered = "1. Open the file 2. Read 3 pages 3. Close it"
+    assert line_reader.plain_text([region], [numbered]) == "1. Open the file\n2. Read 3 pages\n3. Close it"
+    assert line_reader.plain_text([region], ["1. Open it 3. times"]) == "1. Open it 3. times"  # 2 comes first
 
 
 def test_a_region_read_as_a_display_formula_is_an_equation_block() -> None:
