@@ -39,6 +39,7 @@ _BOLD_CAPTION = re.compile(r"(Figure|Table)\s+\d+[.:]")  # set like a heading: "
 _CAPTION_LABELS = {"Figure": "image_caption", "Table": "table_caption"}
 ASCENT, DESCENT = 1.35, 0.45  # a line's type above and below its baseline, in heights of its capitals
 _BULLET = re.compile(r"(?:^|\s)[\u2022\u25aa\u25e6\u2023]\s")  # •, ▪, ◦, ‣: a list item starts
+_SECTION_NUMBER = re.compile(r"\d{1,2}(?:\.\d{1,2})+\.?\s|\d{1,2}\.\s")  # "4. ", "2.3 ", not "2024 "
 _EQUATION = re.compile(r"\\\[ .* \\\]", re.DOTALL)  # \[ latex \]
 _MARKUP = re.compile(r"<\|/?(?:ref|det)\|>")  # grounding tags in a row's text would forge blocks
 
@@ -257,8 +258,10 @@ def region_content(region: Region, read: Iterator[str]) -> tuple[str, str]:
     caption = {"text": _CAPTION, "sub_title": _BOLD_CAPTION}.get(region.label)
     if caption and (match := caption.match(text)):
         return _CAPTION_LABELS[match.group(1)], text
-    if region.label == "title":
+    if region.label == "title" and not _SECTION_NUMBER.match(text):  # "4. Results": a section, not the title
         return "title", f"# {text}" if text else ""
+    if region.label == "title":
+        return "sub_title", f"## {text}"
     if region.label == "sub_title":
         return "sub_title", f"## {text}" if text else ""
     return region.label, text  # text, header, footer; image: no lines, empty

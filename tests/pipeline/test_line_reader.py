@@ -78,6 +78,14 @@ def test_a_caption_set_like_a_heading_is_a_caption_and_a_heading_naming_a_figure
                       ("table_caption", "Table 2. Prices"), ("sub_title", "## Figure 3 and what it shows")]
 
 
+def test_a_title_with_a_section_number_is_a_section_heading() -> None:
+    title = Region("title", (100, 100, 300, 140), lines=(Line((100, 100, 300, 140)),))
+    assert line_reader.region_content(title, iter(["4. Error analysis"])) == ("sub_title", "## 4. Error analysis")
+    assert line_reader.region_content(title, iter(["2.3 Results"])) == ("sub_title", "## 2.3 Results")
+    assert line_reader.region_content(title, iter(["Quarterly Report"])) == ("title", "# Quarterly Report")
+    assert line_reader.region_content(title, iter(["2024 in review"])) == ("title", "# 2024 in review")
+
+
 def test_a_bulleted_list_read_as_one_run_of_text_becomes_markdown_items() -> None:
     region = Region("text", (100, 100, 300, 200), lines=(Line((100, 100, 300, 120)), Line((100, 130, 300, 150))))
     read = "\u2022 Microsoft Office Suite: dominant \u2022 OpenOffice: free and open"
