@@ -37,6 +37,7 @@ FINISH_ORDER = ("stop", "length", "repetition")  # best to worst: a page is as u
 _CAPTION = re.compile(r"(Figure|Table)\s+\d")
 _BOLD_CAPTION = re.compile(r"(Figure|Table)\s+\d+[.:]")  # set like a heading: "Figure 1: ..." in bold
 _CAPTION_LABELS = {"Figure": "image_caption", "Table": "table_caption"}
+_HEADINGS = {"title": "#", "sub_title": "##"}  # Markdown before a heading's text
 ASCENT, DESCENT = 1.35, 0.45  # a line's type above and below its baseline, in heights of its capitals
 _BULLET = re.compile(r"(?:^|\s)[\u2022\u25aa\u25e6\u2023]\s")  # •, ▪, ◦, ‣: a list item starts
 _SECTION_NUMBER = re.compile(r"\d{1,2}(?:\.\d{1,2})+\.?\s|\d{1,2}\.\s")  # "4. ", "2.3 ", not "2024 "
@@ -258,13 +259,12 @@ def region_content(region: Region, read: Iterator[str]) -> tuple[str, str]:
     caption = {"text": _CAPTION, "sub_title": _BOLD_CAPTION}.get(region.label)
     if caption and (match := caption.match(text)):
         return _CAPTION_LABELS[match.group(1)], text
-    if region.label == "title" and not _SECTION_NUMBER.match(text):  # "4. Results": a section, not the title
-        return "title", f"# {text}" if text else ""
-    if region.label == "title":
-        return "sub_title", f"## {text}"
-    if region.label == "sub_title":
-        return "sub_title", f"## {text}" if text else ""
-    return region.label, text  # text, header, footer; image: no lines, empty
+    label = region.label
+    if label == "title" and _SECTION_NUMBER.match(text):  # "4. Results": a section, not the document's title
+        label = "sub_title"
+    if label in _HEADINGS:
+        return label, f"{_HEADINGS[label]} {text}" if text else ""
+    return label, text  # text, header, footer; image: no lines, empty
 
 
 def table_rows(region: Region, read: Iterator[str]) -> list[list[str]]:

@@ -892,8 +892,8 @@ def _blur(image: Image.Image, centre: float) -> Image.Image:
 
 
 def _noise(image: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
-    """Grey noise of standard deviation `sigma`, the same on the three channels (of an RGB image). Triangular (the sum of two
-    uniform bytes) rather than Gaussian: it looks the same on a page and costs half as much to draw."""
+    """Grey noise of standard deviation `sigma`, the same on the three channels (of an RGB image). Triangular
+    (the sum of two uniform bytes) rather than Gaussian: it looks the same on a page and costs half as much."""
     width, height = image.size
     pair = rng.integers(0, 256, size=(2, height, width), dtype=np.uint8)
     noise = pair[0].astype(np.float32) + pair[1] - 255  # -255..255, standard deviation 255 / sqrt(6)
