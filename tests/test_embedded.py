@@ -5,6 +5,8 @@ model is trained on a GPU machine: docs/training.md)."""
 from __future__ import annotations
 
 import os
+import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,8 @@ from dsocr.hub import EMBEDDED_DIR, choose_model
 from dsocr.training.evaluate import cer
 
 REPO = Path(__file__).resolve().parents[1]
+SAMPLE = runpy.run_path(str(REPO / "examples" / "make_sample_pdf.py"))  # the sample's own text: PAGES, TABLE
+
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (EMBEDDED_DIR / "config.json").exists(),
                                                    reason="no embedded checkpoint in dsocr/embedded yet")]
 # Words in an order no corpus holds: the model must read them.
@@ -49,4 +53,24 @@ def test_convert_uses_the_embedded_model_offline_when_no_model_is_named(tmp_path
     assert run.returncode == 0, run.stderr[-3000:]
     assert "embedded" in run.stderr
     markdown = (tmp_path / "out" / "sample" / "sample.md").read_text()
-    assert "Quarterly Report" in markdown and "Invoices" in markdown, markdown[:2000]
+    # The page's structure comes from the layout step, its text from the model: 7.6% CER measured (the
+    # headings' bold Helvetica is the hardest: the training fonts are DejaVu and STIX).
+    assert markdown.startswith("# ") and "\n<--- Page Split --->\n" in markdown, markdown[:2000]
+    assert markdown.count("<tr>") == len(SAMPLE["TABLE"]), markdown[:2000]
+    assert "![](images/page-0002-1.jpg)" in markdown, markdown
+    assert cer(_plain(markdown), _sample_text()) <= 0.12, markdown
+
+
+def _sample_text() -> str:
+    """The sample's text, as examples/make_sample_pdf.py writes it: lines in order, a table row by row."""
+    lines = []
+    for page in SAMPLE["PAGES"]:
+        for font, _, text in page:
+            lines += [" ".join(row) for row in SAMPLE["TABLE"]] if font == "table" else [text] if text else []
+    return " ".join(" ".join(lines).split())
+
+
+def _plain(markdown: str) -> str:
+    """Markdown's words: no heading marks, page splits, figure links or table tags."""
+    text = re.sub(r"<--- Page Split --->|!\[\]\([^)]*\)|<[^>]+>|^#+ ", " ", markdown, flags=re.MULTILINE)
+    return " ".join(text.split())
