@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -407,6 +408,9 @@ def serve(model: str | None, host: str, port: int, api_keys: Sequence[str], data
 @click.option("--strips", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True,
               help="Synthetic data: the share of line views (rows of print, one line each), what a model that "
                    "reads lines sees (the embedded model; needs --mode base); 1: line views only.")
+@click.option("--fonts", "font_dirs", envvar="DSOCR_FONTS", default=None, metavar="DIR[:DIR...]",
+              help="Line views: also draw rows in the font families of dsocr.training.fonts found in these folders "
+                   "(e.g. /usr/share/fonts; scripts/collect_fonts.sh fills one) (env DSOCR_FONTS).")
 @click.option("--query-positions", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="From scratch (experimental): the causal-flow query tables start as 2D position codes of this "
                    "size (0: random), so the decoder knows where on the view each visual token is.")
@@ -426,12 +430,14 @@ def train(output_dir: Path, model: str | None, preset: str, data: str | None, st
           glyph_weight: float | None, glyph_slots: bool, align_weight: float, snippets: float,
           snippet_fonts: tuple[int, int] | None, strips: float, query_positions: float, mode: str, eval_every: int,
           eval_pages: int, save_every: int, workers: int, seed: int, device: str,
-          time_limit: float | None) -> None:
+          time_limit: float | None, font_dirs: str | None) -> None:
     """Train a model (from scratch) or fine-tune one (LoRA or full) on (image, text) pairs.
 
     An existing run folder is resumed from its last saved step."""
     from dsocr.training.train import TrainConfig, Trainer
 
+    if font_dirs:
+        _use_fonts(font_dirs)
     try:
         config = TrainConfig(output_dir=output_dir, model=model, preset=preset, data=data, steps=steps,
                              batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, lora_rank=lora_rank,
@@ -447,3 +453,18 @@ def train(output_dir: Path, model: str | None, preset: str, data: str | None, st
     except DsocrError as e:
         raise _CliError(str(e)) from e
     click.echo(f"dsocr: trained to step {trainer.step}; use it with --model {output_dir}", err=True)
+
+
+def _use_fonts(font_dirs: str) -> None:
+    """Point DSOCR_FONTS (read by the data workers too) at `font_dirs`, which must hold an extra family."""
+    from dsocr.training import fonts
+
+    missing = [d for d in font_dirs.split(os.pathsep) if d and not Path(d).expanduser().is_dir()]
+    if missing:
+        raise _CliError(f"--fonts: no such folder: {', '.join(missing)}")
+    os.environ[fonts.FONTS_ENV] = font_dirs
+    found = fonts.extra_families()
+    if not found:
+        raise _CliError(f"--fonts: none of the font families of dsocr.training.fonts is complete in {font_dirs} "
+                        "(scripts/collect_fonts.sh fetches them)")
+    click.echo(f"dsocr: line views also drawn in {len(found)} font families from {font_dirs}", err=True)

@@ -8,6 +8,9 @@
 #
 #   every chunk:  STEPS=12000 MINUTES=8.5 bash scripts/device_train_embedded.sh
 #   new lease:    INIT=embedded-ckpt STEPS=... MINUTES=... bash scripts/device_train_embedded.sh  (carry: embedded-ckpt, wheels)
+#                 (INIT=dsocr/embedded: from the shipped weights, which travel with the working tree)
+#
+# With a fonts/ folder (scripts/collect_fonts.sh; carry: fonts) the line views are also drawn in its families.
 #
 # The vision tower trains at the full rate here (VISION_LR_SCALE=1): the glyph loss (GLYPH_WEIGHT=0.1) keeps
 # it from collapsing (docs/training.md, run 2). ALIGN_WEIGHT=0, SNIPPETS=0.5, QUERY_POSITIONS=0 by default,
@@ -27,6 +30,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 # wheels (`pip download --no-deps pyspellchecker -d wheels`, carry: wheels) and are imported from the zip files.
 for wheel in wheels/*.whl; do [[ -f $wheel ]] && PYTHONPATH=$PYTHONPATH:$PWD/$wheel; done
 python3 -c "import spellchecker" 2>/dev/null || echo "warning: no pyspellchecker: line views cannot be drawn"
+# Extra font families for the line views (dsocr.training.fonts), carried as fonts/ (scripts/collect_fonts.sh).
+FONTS=${FONTS:-$([[ -d fonts ]] && echo "$PWD/fonts" || true)}
 RUN=${RUN:-/tmp/dsocr-embedded}
 OUT=${OUT:-/tmp/out}
 WORKERS=${WORKERS:-$(( $(nproc) - 2 ))}
@@ -42,14 +47,14 @@ fi
 echo "train $RUN: vision_lr_scale=${VISION_LR_SCALE:-1} glyph_weight=${GLYPH_WEIGHT:-0.1}" \
     "align_weight=${ALIGN_WEIGHT:-0} snippets=${SNIPPETS:-0.5} query_positions=${QUERY_POSITIONS:-0}" \
     "snippet_fonts=${SNIPPET_FONTS:-default} strips=${STRIPS:-0} mode=${MODE:-gundam} batch=${BATCH:-32}" \
-    "workers=$WORKERS"
+    "workers=$WORKERS fonts=${FONTS:-none}"
 python3 -m dsocr train -o "$RUN" "${from[@]}" --preset embedded --steps "${STEPS:-12000}" \
     --batch-size "${BATCH:-32}" --lr "${LR:-1e-3}" --warmup-steps "${WARMUP:-300}" --workers "$WORKERS" \
     --time-limit "${MINUTES:-8.5}" --eval-every 1000000 --eval-pages "${EVAL_PAGES:-4}" \
     --vision-lr-scale "${VISION_LR_SCALE:-1}" --glyph-weight "${GLYPH_WEIGHT:-0.1}" \
     --align-weight "${ALIGN_WEIGHT:-0}" --snippets "${SNIPPETS:-0.5}" --query-positions "${QUERY_POSITIONS:-0}" \
     --strips "${STRIPS:-0}" --mode "${MODE:-gundam}" \
-    ${SNIPPET_FONTS:+--snippet-fonts ${SNIPPET_FONTS/-/ }} ${GLYPH_SLOTS:+--glyph-slots} --save-every "${SAVE_EVERY:-1000}" --device cuda
+    ${FONTS:+--fonts "$FONTS"} ${SNIPPET_FONTS:+--snippet-fonts ${SNIPPET_FONTS/-/ }} ${GLYPH_SLOTS:+--glyph-slots} --save-every "${SAVE_EVERY:-1000}" --device cuda
 cp "$RUN"/*.safetensors "$RUN"/config.json "$RUN"/model.safetensors.index.json "$RUN"/tokenizer.json \
     "$RUN"/train_log.jsonl "$OUT"/
 grep -v '"loss"' "$RUN"/train_log.jsonl | tail -3 || true

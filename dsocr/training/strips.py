@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from dsocr.errors import ConfigError
 from dsocr.processing import lines
-from dsocr.training import corpus
+from dsocr.training import corpus, fonts
 from dsocr.training.synthetic import (
     FONT_FAMILIES,
     MATH_FONTSETS,
@@ -163,13 +163,16 @@ def _piece(rng: Random, text: str, font: ImageFont.FreeTypeFont, paper: int, str
 
 
 def _font(rng: Random, text: str) -> ImageFont.FreeTypeFont:
-    """A face for the row: the synthetic pages' families, or TeX's Computer Modern (roman, sans, typewriter,
-    shipped with matplotlib too) for text its old encoding draws right (it has no <, >, {, |, _ ...)."""
-    families = (*FONT_FAMILIES.values(), *COMPUTER_MODERN)
+    """A face for the row: the synthetic pages' families, TeX's Computer Modern (roman, sans, typewriter,
+    shipped with matplotlib too) for text its old encoding draws right (it has no <, >, {, |, _ ...), or one of
+    the extra families found (`fonts.extra_families`) that has every character of the text."""
+    extra = fonts.extra_families()
+    families = (*FONT_FAMILIES.values(), *COMPUTER_MODERN, *extra)
     family = families[rng.randrange(len(families))]
-    if family in COMPUTER_MODERN and not set(text) <= _CM_SAFE:
-        family = FONT_FAMILIES["sans"]
     style = 0 if rng.random() < 0.75 else rng.choice((1, 2))
+    if (family in COMPUTER_MODERN and not set(text) <= _CM_SAFE) or (
+            family in extra and not set(text) - {" "} <= fonts.covers(family[style])):
+        family = FONT_FAMILIES["sans"]
     return load_font(family[style], rng.randint(*FONT_SIZES))
 
 
