@@ -2,7 +2,7 @@
 (the baseline, same layouts), always-augmented pages and plain-text pages, side by side; then the line views
 that train a model that reads lines (`training/strips.py`, 640 px, what one DataLoader worker makes per example).
 
-    python benchmarks/synthetic.py [--pages 200] [--views 300] [--cpu 0] [--profile]
+    python benchmarks/synthetic.py [--pages 200] [--views 300] [--fonts DIR] [--cpu 0] [--profile]
 
 Each config renders the same seeds, so the rows differ only in what the config turns on. The process is pinned
 to one CPU (Linux) and numpy to one thread; `--profile` adds the default config's top functions by own time.
@@ -20,6 +20,7 @@ import dataclasses
 import pstats
 import time
 
+from dsocr.training import fonts
 from dsocr.training.synthetic import SyntheticConfig, generate_page
 
 BASELINE = "no augmentation"
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=200, help="pages per config")
     parser.add_argument("--views", type=int, default=300, help="line views (0: none)")
     parser.add_argument("--cpu", type=int, default=0, help="the CPU to pin to (Linux)")
+    parser.add_argument("--fonts", help="also line views with the extra font families found in this folder")
     parser.add_argument("--profile", action="store_true", help="profile the default config afterwards")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
@@ -86,6 +88,15 @@ def main() -> None:
         print(f"line views, 640 px: {r['views_per_s']:.1f} views/s, {r['ms_per_view']:.1f} ms/view, "
               f"{r['rows']:.1f} rows, {r['chars']:.0f} chars; the pages above: 1 page = "
               f"{base and results[BASELINE]['ms_per_page'] / r['ms_per_view']:.1f} views")
+        if args.fonts:  # the same seeds drawn also in the extra families (training/fonts.py)
+            os.environ[fonts.FONTS_ENV] = args.fonts
+            families = len(fonts.extra_families())
+            measure_strips(range(10_000, 10_020))
+            f = measure_strips(range(args.views))
+            os.environ.pop(fonts.FONTS_ENV)
+            print(f"line views with --fonts ({families} more families): "
+                  f"{f['views_per_s']:.1f} views/s, {f['ms_per_view']:.1f} ms/view, "
+                  f"{f['views_per_s'] / r['views_per_s']:.2f}x the views above")
 
     if args.profile:
         config = dataclasses.replace(CONFIGS["default (augment 0.5)"])

@@ -77,7 +77,8 @@ def test_unreadable_checkpoint_gives_one_clear_line(tmp_path: Path, page: Path) 
 
 
 def test_offline_without_a_cached_model_says_what_to_do(page: Path, tmp_path: Path) -> None:
-    proc = _run("ocr", str(page), env={"HF_HUB_CACHE": str(tmp_path), "HF_HOME": str(tmp_path)})
+    proc = _run("ocr", str(page), "--model", "deepseek-ai/DeepSeek-OCR-2",
+                env={"HF_HUB_CACHE": str(tmp_path), "HF_HOME": str(tmp_path)})
     assert proc.returncode != 0
     assert "deepseek-ai/DeepSeek-OCR-2" in proc.stderr and "--model" in proc.stderr
     assert "Traceback" not in proc.stderr
