@@ -13,6 +13,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from PIL import ImageFont
+
 FONTS_ENV = "DSOCR_FONTS"
 
 # regular, bold, italic file names, like synthetic.FONT_FAMILIES; the package each comes from
@@ -69,3 +71,10 @@ def covers(path: str) -> frozenset[str]:
 
     with TTFont(path, lazy=True) as font:
         return frozenset(chr(code) for code in font.getBestCmap())
+
+
+@lru_cache(maxsize=1024)
+def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    """An extra family's face at `size` px, laid out without text shaping: the OpenType tables of some of
+    these faces make shaping ~5x slower, and a row of Latin text needs no more than kerning."""
+    return ImageFont.truetype(path, size, layout_engine=ImageFont.Layout.BASIC)

@@ -45,6 +45,7 @@ from dsocr.training.synthetic import (
 )
 
 P_FORMULA = 0.04  # rows that are a display formula
+P_EXTRA_FONT = 0.5  # rows drawn in an extra font family, when there are any (`fonts.extra_families`)
 MAX_FORMULA_HEIGHT = 2.3  # ems: a row holds ~1.9 ems of type; taller formulas are scaled down to fit it
 FONT_SIZES = (11, 48)  # px: the size a row is first rendered at, before it is scaled to the x-height
 PAD = 6  # blank pixels around a row's text while it is drawn
@@ -164,15 +165,21 @@ def _piece(rng: Random, text: str, font: ImageFont.FreeTypeFont, paper: int, str
 
 def _font(rng: Random, text: str) -> ImageFont.FreeTypeFont:
     """A face for the row: the synthetic pages' families, TeX's Computer Modern (roman, sans, typewriter,
-    shipped with matplotlib too) for text its old encoding draws right (it has no <, >, {, |, _ ...), or one of
-    the extra families found (`fonts.extra_families`) that has every character of the text."""
+    shipped with matplotlib too) for text its old encoding draws right (it has no <, >, {, |, _ ...), or, for
+    P_EXTRA_FONT of the rows when there are any, one of the extra families (`fonts.extra_families`) that has
+    every character of the text."""
     extra = fonts.extra_families()
-    families = (*FONT_FAMILIES.values(), *COMPUTER_MODERN, *extra)
+    if extra and rng.random() < P_EXTRA_FONT:
+        family = extra[rng.randrange(len(extra))]
+        style = 0 if rng.random() < 0.75 else rng.choice((1, 2))
+        if set(text) - {" "} <= fonts.covers(family[style]):
+            return fonts.load_font(family[style], rng.randint(*FONT_SIZES))
+        return load_font(FONT_FAMILIES["sans"][style], rng.randint(*FONT_SIZES))
+    families = (*FONT_FAMILIES.values(), *COMPUTER_MODERN)
     family = families[rng.randrange(len(families))]
-    style = 0 if rng.random() < 0.75 else rng.choice((1, 2))
-    if (family in COMPUTER_MODERN and not set(text) <= _CM_SAFE) or (
-            family in extra and not set(text) - {" "} <= fonts.covers(family[style])):
+    if family in COMPUTER_MODERN and not set(text) <= _CM_SAFE:
         family = FONT_FAMILIES["sans"]
+    style = 0 if rng.random() < 0.75 else rng.choice((1, 2))
     return load_font(family[style], rng.randint(*FONT_SIZES))
 
 

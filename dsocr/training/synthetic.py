@@ -198,8 +198,7 @@ def _font_dir() -> Path:
 
 @lru_cache(maxsize=512)
 def load_font(name: str, size: int) -> ImageFont.FreeTypeFont:
-    """A font file shipped with matplotlib (DejaVuSans.ttf, STIXGeneral.ttf, ...), or any font file by its path
-    (`fonts.extra_families`), at `size` px."""
+    """A font file shipped with matplotlib (DejaVuSans.ttf, STIXGeneral.ttf, ...) at `size` px."""
     return ImageFont.truetype(str(_font_dir() / name), size)
 
 
