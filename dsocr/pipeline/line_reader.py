@@ -40,6 +40,8 @@ _CAPTION_LABELS = {"Figure": "image_caption", "Table": "table_caption"}
 _HEADINGS = {"title": "#", "sub_title": "##"}  # Markdown before a heading's text
 ASCENT, DESCENT = 1.35, 0.45  # a line's type above and below its baseline, in heights of its capitals
 _BULLET = re.compile(r"(?:^|\s)[\u2022\u25aa\u25e6\u2023]\s")  # •, ▪, ◦, ‣: a list item starts
+_DASH_ITEM = re.compile(r"[-\u2013*] ")  # a list written with dashes ("- one"), as plain-text lists often are
+_NEXT_DASH_ITEM = re.compile(r" [-\u2013*] (?=[A-Z0-9\"'(])")  # " - Two": the next item starts
 _SECTION_NUMBER = re.compile(r"\d{1,2}(?:\.\d{1,2})+\.?\s|\d{1,2}\.\s")  # "4. ", "2.3 ", not "2024 "
 _EQUATION = re.compile(r"\\\[ .* \\\]", re.DOTALL)  # \[ latex \]
 _MARKUP = re.compile(r"<\|/?(?:ref|det)\|>")  # grounding tags in a row's text would forge blocks
@@ -283,12 +285,20 @@ def _text(region: Region, read: Iterator[str]) -> str:
         return text
     if _BULLET.match(text):
         return _bulleted(text)
+    if _DASH_ITEM.match(text):
+        return _dashed(text)
     return _numbered(text) if text.startswith("1. ") else text
 
 
 def _bulleted(text: str) -> str:
     """A bulleted list, read as one run of text ("• one • two"), as Markdown items one a line ("- one\n- two")."""
     return "\n".join(f"- {item.strip()}" for item in _BULLET.split(text) if item.strip())
+
+
+def _dashed(text: str) -> str:
+    """A list written with dashes, read as one run of text ("- one. - Two."), one item a line; a dash within an
+    item ("a - b") stays: a new item starts with a capital, a digit or a quote."""
+    return "\n".join(f"- {item.strip()}" for item in _NEXT_DASH_ITEM.split(text[2:]) if item.strip())
 
 
 def _numbered(text: str) -> str:

@@ -96,6 +96,10 @@ def test_a_bulleted_list_read_as_one_run_of_text_becomes_markdown_items() -> Non
     numbered = "1. Open the file 2. Read 3 pages 3. Close it"
     assert line_reader.plain_text([region], [numbered]) == "1. Open the file\n2. Read 3 pages\n3. Close it"
     assert line_reader.plain_text([region], ["1. Open it 3. times"]) == "1. Open it 3. times"  # 2 comes first
+    dashed = "- Extend the pipeline to multi-column newspapers. - Publish the set - all of it. - Reduce the time"
+    assert line_reader.plain_text([region], [dashed]) == (
+        "- Extend the pipeline to multi-column newspapers.\n- Publish the set - all of it.\n- Reduce the time")
+    assert line_reader.plain_text([region], ["A range - Two to three"]) == "A range - Two to three"
 
 
 def test_a_region_read_as_a_display_formula_is_an_equation_block() -> None:
