@@ -119,7 +119,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ocr = OCR.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    report: dict = {"model": args.model, "device": str(ocr.model.device), "dtype": str(ocr.model.dtype)}
+    vision = ocr.model.model.view_seperator.dtype  # `dtype="auto"` may run a lines model's vision in bfloat16
+    report: dict = {"model": args.model, "device": str(ocr.model.device), "dtype": str(ocr.model.dtype),
+                    "vision_dtype": str(vision)}
     for prompt in ("markdown", "free"):
         result = evaluate(ocr, held_out(args.pages, args.seed, prompt), max_new_tokens=args.max_tokens)
         report[f"synthetic_{prompt}"] = result.to_dict()
@@ -133,9 +135,17 @@ def main() -> None:
             print(f"real: {row['document']:<40} {row['pages']:>2} pages  CER {100 * row['cer']:6.2f}%  "
                   f"{row['seconds_per_page']:.2f} s/page  ({row['gt'].split(' ')[0]} ground truth)", flush=True)
     if ocr.reads_lines:  # one way of reading (line views): where a page's time goes instead of a ratio of modes
+        line_speed(ocr, 1, args.max_tokens)  # warm-up
         report["seconds_per_page"] = stages = line_speed(ocr, args.speed_pages, args.max_tokens)
-        print(f"speed on {report['device']} ({report['dtype']}, {torch.get_num_threads()} threads), line reader: "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()) + " per page")
+        print(f"speed on {report['device']} ({report['dtype']}, vision {vision}, {torch.get_num_threads()} threads), "
+              "line reader: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()) + " per page")
+        if vision != ocr.model.dtype:  # the baseline: the same pages with the vision in the decoder's dtype
+            del ocr
+            same = OCR.from_pretrained(args.model, device=args.device, dtype=report["dtype"].removeprefix("torch."))
+            line_speed(same, 1, args.max_tokens)
+            base = report["seconds_per_page_vision_as_decoder"] = line_speed(same, args.speed_pages, args.max_tokens)
+            print(f"  baseline, vision in {same.model.dtype} too: " + ", ".join(
+                f"{k} {v:.2f} s" for k, v in base.items()) + f" per page; ratio {base['total'] / stages['total']:.2f}x")
     else:
         base, gundam = (speed(ocr, mode, args.speed_pages, args.max_tokens) for mode in ("base", "gundam"))
         report["seconds_per_page"] = {"base": base, "gundam": gundam}

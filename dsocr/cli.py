@@ -77,7 +77,8 @@ def engine_option(f):
 @click.option("--max-crops", type=int, default=None, help="Maximum number of crop tiles (default 6).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", default="auto", show_default=True,
-              help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16.")
+              help="auto (bfloat16 on CUDA; float32 on CPU, a lines model's vision in bfloat16 where the CPU has "
+                   "native bfloat16), float32, bfloat16.")
 @engine_option
 @click.option("--max-tokens", type=int, default=8192, show_default=True, help="Maximum new tokens per image.")
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy.")
@@ -196,7 +197,8 @@ def _emit(path: Path, result, *, as_json: bool, raw: bool, streamed: bool, sever
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--dtype", default="auto", show_default=True,
-              help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16.")
+              help="auto (bfloat16 on CUDA; float32 on CPU, a lines model's vision in bfloat16 where the CPU has "
+                   "native bfloat16), float32, bfloat16.")
 @click.option("--endpoint", default=None,
               help="Send pages to this OpenAI-compatible server (dsocr serve, vllm serve) instead of loading a "
                    "model, e.g. http://127.0.0.1:8000/v1.")

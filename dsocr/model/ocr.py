@@ -36,6 +36,13 @@ class DeepseekOCR2Model(DeepseekV2Model):
         self.projector = MlpProjector(config.projector.input_dim, config.projector.n_embed)
         self.view_seperator = nn.Parameter(torch.zeros(config.language.hidden_size))  # (sic) checkpoint name
 
+    def vision_to(self, dtype: torch.dtype) -> None:
+        """Run the vision tower (SAM, the flow encoder, the projector, the separator) in `dtype`; the decoder
+        keeps its own. Pixels go in as the tower's dtype and the embeddings are cast to the decoder's."""
+        for part in (self.sam_model, self.qwen2_model, self.projector):
+            part.to(dtype)
+        self.view_seperator.data = self.view_seperator.data.to(dtype)
+
     def encode_views(self, pixels: torch.Tensor) -> torch.Tensor:
         """Square views (V, 3, S, S) -> visual embeddings (V, (S/64)^2, hidden)."""
         features = self.sam_model(pixels.to(self.view_seperator.dtype))  # (V, C, S/64, S/64)

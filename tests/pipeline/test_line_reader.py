@@ -8,10 +8,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from dsocr.api import OCR, PreparedLines
+from dsocr.api import OCR, PreparedLines, native_bf16
 from dsocr.cli import main
 from dsocr.engine.engine import EngineConfig
 from dsocr.errors import ConfigError
@@ -219,6 +220,24 @@ def test_a_page_reads_into_one_block_per_layout_region(ocr: OCR, page: Image.Ima
     assert result.finish_reason in ("stop", "length", "repetition")
     assert result.is_finished or any("line views ended without end-of-sentence" in w for w in result.warnings)
     assert set(result.timings) >= {"preprocess", "vision", "prefill", "decode"}
+
+
+def test_auto_dtype_runs_the_vision_in_bfloat16_where_the_cpu_has_it(lines_checkpoint: Path, ocr: OCR,
+                                                                     page: Image.Image) -> None:
+    native = native_bf16(torch.device("cpu"))
+    assert ocr.model.model.sam_model.patch_embed.proj.weight.dtype == (torch.bfloat16 if native else torch.float32)
+    assert ocr.model.lm_head.weight.dtype == ocr.model.model.embed_tokens.weight.dtype == torch.float32
+    exact = OCR.from_pretrained(lines_checkpoint, device="cpu", dtype="float32")
+    assert {p.dtype for p in exact.model.parameters()} == {torch.float32}
+    mixed = OCR.from_pretrained(lines_checkpoint, device="cpu", dtype="float32")
+    mixed.model.model.vision_to(torch.bfloat16)
+    assert mixed.model.model.view_seperator.dtype == mixed.model.model.projector.layers.weight.dtype == torch.bfloat16
+    inputs = [v.inputs for v in exact.prepare(page).views[:2]]
+    for a, b in zip(exact._embed(inputs), mixed._embed(inputs)):
+        assert a.dtype == torch.float32 and b.dtype == torch.bfloat16
+        assert (b.float() - a).norm() / a.norm() < 0.05
+    result = mixed.ocr(page, "markdown", sampling=SHORT)  # the decoder takes bfloat16 embeddings in float32
+    assert len(result.blocks) == len(line_reader.line_views(page, VIEW).regions)
 
 
 def test_free_text_and_streaming_give_the_assembled_text(ocr: OCR, page: Image.Image) -> None:
