@@ -164,15 +164,15 @@ def cut_stream(image: Image.Image, stream: Sequence[Line], size: int,
     """A stream's segments: its lines' crops scaled to the rows' ink height, joined end to end, split at word
     gaps. Always at least one, so that every stream has a text (a crop too faint for `split_line`'s ink level is
     kept whole)."""
-    strip = lines.join_lines([_normalized(image, line.box) for line in stream], paper)
+    strip = lines.join_lines([_normalized(image, line.box, paper) for line in stream], paper)
     return lines.split_line(strip, lines.segment_width(size)) or [strip]
 
 
-def _normalized(image: Image.Image, box: Box) -> Image.Image:
+def _normalized(image: Image.Image, box: Box, paper: tuple[int, int, int]) -> Image.Image:
     width, height = image.size
     x1, y1 = min(max(box[0], 0), width - 1), min(max(box[1], 0), height - 1)
     x2, y2 = max(min(box[2], width), x1 + 1), max(min(box[3], height), y1 + 1)  # at least one pixel
-    return lines.normalize_line(image.crop((x1, y1, x2, y2)))
+    return lines.normalize_line(lines.on_paper(image.crop((x1, y1, x2, y2)), paper))
 
 
 # --- view answers -> page answer -----------------------------------------------------------------------

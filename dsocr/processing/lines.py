@@ -28,6 +28,7 @@ MARGIN = 8  # left margin of every row
 MIN_GAP = 6  # columns without ink, at X_HEIGHT, that may separate two segments (a word space is ~10)
 WORD_GAP = 12  # blank columns between two lines joined end to end
 INK_LEVEL = 160  # grey values darker than this are ink (clean print on light paper)
+SHADE = 24  # grey levels: a line's crop whose paper differs more from the page's sits on a shade (`on_paper`)
 WHITE = (255, 255, 255)
 
 
@@ -191,6 +192,33 @@ def paper_colour(image: Image.Image) -> tuple[int, int, int]:
     pixels = np.asarray(image.convert("RGB"))[::step, ::step].reshape(-1, 3)
     r, g, b = (int(v) for v in np.percentile(pixels, 80, axis=0)) if pixels.size else WHITE
     return r, g, b
+
+
+def on_paper(crop: Image.Image, paper: tuple[int, int, int]) -> Image.Image:
+    """A line's crop that sits on a shade of its own (a table's header row, a highlight, a coloured box) moved
+    onto the page's `paper`: a view shows all its rows on one paper, as training draws them, not a grey box
+    around one. Its ink keeps its darkness; light print on a dark shade is first turned dark on light. A crop
+    on (nearly) the page's paper is returned as it is."""
+    grey = np.asarray(crop.convert("L"))
+    if grey.size == 0:
+        return crop
+    # its shade: the median, as print covers less than half a line's box (light print too, unlike `paper_colour`)
+    own, darkest, lightest = _grey_percentiles(grey, (50, 1, 99))
+    if abs(own - _luma(paper)) <= SHADE:
+        return crop
+    if lightest - darkest <= 40:  # no print to keep
+        return crop
+    levels = grey.astype(np.float32)
+    if own - darkest < lightest - own:  # the shade is darker than the print: light on dark
+        levels, own, darkest = 255 - levels, 255 - own, 255 - lightest
+    t = np.clip((levels - darkest) / max(own - darkest, 1.0), 0.0, 1.0)[..., None]  # 0 ink .. 1 paper
+    rgb = darkest + t * (np.asarray(paper, dtype=np.float32) - darkest)
+    return Image.fromarray(np.rint(rgb).astype(np.uint8), "RGB")
+
+
+def _luma(colour: tuple[int, int, int]) -> float:
+    r, g, b = colour
+    return 0.299 * r + 0.587 * g + 0.114 * b  # as Pillow's "L"
 
 
 def pack(segments: Sequence[Image.Image], size: int,

@@ -170,8 +170,7 @@ def _font(rng: Random, text: str) -> ImageFont.FreeTypeFont:
     every character of the text."""
     extra = fonts.extra_families()
     if extra and rng.random() < P_EXTRA_FONT:
-        family = extra[rng.randrange(len(extra))]
-        style = 0 if rng.random() < 0.75 else rng.choice((1, 2))
+        family, style = extra[rng.randrange(len(extra))], _style(rng)
         if set(text) - {" "} <= fonts.covers(family[style]):
             return fonts.load_font(family[style], rng.randint(*FONT_SIZES))
         return load_font(FONT_FAMILIES["sans"][style], rng.randint(*FONT_SIZES))
@@ -179,8 +178,12 @@ def _font(rng: Random, text: str) -> ImageFont.FreeTypeFont:
     family = families[rng.randrange(len(families))]
     if family in COMPUTER_MODERN and not set(text) <= _CM_SAFE:
         family = FONT_FAMILIES["sans"]
-    style = 0 if rng.random() < 0.75 else rng.choice((1, 2))
-    return load_font(family[style], rng.randint(*FONT_SIZES))
+    return load_font(family[_style(rng)], rng.randint(*FONT_SIZES))
+
+
+def _style(rng: Random) -> int:
+    """Regular for three rows in four, else bold or italic (the index in a family's files)."""
+    return 0 if rng.random() < 0.75 else rng.choice((1, 2))
 
 
 def _words_for_row(rng: Random) -> list[str]:

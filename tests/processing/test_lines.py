@@ -122,3 +122,16 @@ def test_views_are_filled_with_the_pages_paper() -> None:
     assert paper == (236, 232, 220)
     views, _ = lines.pack([_bars([30])], 384, paper)
     assert views[0].getpixel((383, 383)) == paper and views[0].getpixel((lines.MARGIN, 20)) == (0, 0, 0)
+
+
+def test_a_line_on_a_shade_of_its_own_is_moved_onto_the_pages_paper() -> None:
+    paper = (250, 248, 240)
+    header = _bars([4, 10, 4, 10, 4, 10], height=30).convert("L").point(lambda v: 40 if v < 128 else 200).convert("RGB")
+    moved = np.asarray(lines.on_paper(header, paper)).astype(int)
+    assert np.abs(moved[0, 7] - paper).max() <= 1  # the shade, between bars, is the page's paper now
+    assert np.abs(moved[0, 0] - 40).max() <= 1  # the ink keeps its darkness
+    inverted = _bars([4, 10, 4, 10, 4, 10], height=30).convert("L").point(lambda v: 230 if v < 128 else 30)
+    moved = np.asarray(lines.on_paper(inverted.convert("RGB"), paper)).astype(int)
+    assert np.abs(moved[0, 7] - paper).max() <= 1 and moved[0, 0].max() <= 30  # light print turned dark
+    plain = _bars([4, 10, 4, 10]).convert("L").point(lambda v: 0 if v < 128 else 245).convert("RGB")
+    assert lines.on_paper(plain, paper) is plain  # on (nearly) the page's paper already
