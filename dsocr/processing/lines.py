@@ -197,21 +197,15 @@ def paper_colour(image: Image.Image) -> tuple[int, int, int]:
 def on_paper(crop: Image.Image, paper: tuple[int, int, int]) -> Image.Image:
     """A line's crop that sits on a shade of its own (a table's header row, a highlight, a coloured box) moved
     onto the page's `paper`: a view shows all its rows on one paper, as training draws them, not a grey box
-    around one. Its ink keeps its darkness; light print on a dark shade is first turned dark on light. A crop
-    on (nearly) the page's paper is returned as it is."""
+    around one. The shade is the crop's lightest tenth (small print's grey edges fill most of its box, so not
+    its median); its ink keeps its darkness. A crop on (nearly) the page's paper is returned as it is."""
     grey = np.asarray(crop.convert("L"))
     if grey.size == 0:
         return crop
-    # its shade: the median, as print covers less than half a line's box (light print too, unlike `paper_colour`)
-    own, darkest, lightest = _grey_percentiles(grey, (50, 1, 99))
-    if abs(own - _luma(paper)) <= SHADE:
+    shade, darkest = _grey_percentiles(grey, (90, 1))
+    if abs(shade - _luma(paper)) <= SHADE or shade - darkest <= 40:  # the page's paper, or no print to keep
         return crop
-    if lightest - darkest <= 40:  # no print to keep
-        return crop
-    levels = grey.astype(np.float32)
-    if own - darkest < lightest - own:  # the shade is darker than the print: light on dark
-        levels, own, darkest = 255 - levels, 255 - own, 255 - lightest
-    t = np.clip((levels - darkest) / max(own - darkest, 1.0), 0.0, 1.0)[..., None]  # 0 ink .. 1 paper
+    t = np.clip((grey.astype(np.float32) - darkest) / (shade - darkest), 0.0, 1.0)[..., None]  # 0 ink .. 1 shade
     rgb = darkest + t * (np.asarray(paper, dtype=np.float32) - darkest)
     return Image.fromarray(np.rint(rgb).astype(np.uint8), "RGB")
 
