@@ -53,7 +53,7 @@ def test_convert_uses_the_embedded_model_offline_when_no_model_is_named(tmp_path
     assert run.returncode == 0, run.stderr[-3000:]
     assert "embedded" in run.stderr
     markdown = (tmp_path / "out" / "sample" / "sample.md").read_text()
-    # The page's structure comes from the layout step, its text from the model: 7.6% CER measured (the
+    # The page's structure comes from the layout step, its text from the model: 7.7% CER measured (the
     # headings' bold Helvetica is the hardest: the training fonts are DejaVu and STIX).
     assert markdown.startswith("# ") and "\n<--- Page Split --->\n" in markdown, markdown[:2000]
     assert markdown.count("<tr>") == len(SAMPLE["TABLE"]), markdown[:2000]
