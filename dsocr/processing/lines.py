@@ -24,6 +24,7 @@ ROW = PIXELS_PER_TOKEN  # one cell of the vision tower (patch 16 x the neck's tw
 X_HEIGHT = 18  # a line's x-height after scaling (~4 characters a cell)
 BASELINE = 46  # a line's baseline, from the top of its row: ascenders reach ~20, descenders ~54
 BAND = 0.5  # rows with this share of a line's typical busy row's ink make its x-height band
+STEP = 0.65  # a band's rows above its sharpest rise with under this share of the ink below are capitals' tops
 MARGIN = 8  # left margin of every row
 MIN_GAP = 6  # columns without ink, at X_HEIGHT, that may separate two segments (a word space is ~10)
 WORD_GAP = 12  # blank columns between two lines joined end to end
@@ -75,7 +76,11 @@ def line_scaling(crop: Image.Image) -> Scaling:
     ink = np.nonzero(counts)[0]
     level = BAND * np.percentile(counts[ink[0]:ink[-1] + 1], 75)  # not the max: one row of flat letter feet
     band = np.nonzero(counts >= level)[0]
+    x_top = _x_top(counts[band[0]:band[-1] + 1])
+    band = band[band >= band[0] + x_top]
     top = band[0] - _crossing(counts, band[0], band[0] - 1, level)  # sub-pixel edges: small print has
+    if x_top:  # a step from the capitals' tops, not an edge from blank: halfway
+        top = band[0] - 0.5
     base = band[-1] + 1 + _crossing(counts, band[-1], band[-1] + 1, level)  # an x-height of 5-8 pixels
     scale = X_HEIGHT / max(base - top, 0.4 * (int(ink[-1]) + 1 - int(ink[0])), 1.0)
     # A line taller than its row at that scale (a formula's fraction or integral) is scaled down to fit it,
@@ -83,6 +88,21 @@ def line_scaling(crop: Image.Image) -> Scaling:
     above, below = base - ink[0], ink[-1] + 1 - base
     scale = min(scale, BASELINE / max(above, 1e-6), (ROW - BASELINE) / max(below, 1e-6))
     return Scaling(float(scale), float(BASELINE - base * scale))
+
+
+def _x_top(band: np.ndarray) -> int:
+    """Where the x-height letters start in a band that also holds the capitals' tops: in bold Title Case (a
+    heading, "IBM MT/ST (Magnetic Tape)"), capitals, digits and ascenders fill the rows above the x-height to
+    over BAND of a busy row, and the band would run from the capitals' top. The x-height's top is the band's
+    sharpest rise, if the rows above it hold under STEP of the ink of the rows below and those are at least
+    half the band (an x-height is ~0.7 of a capital's height); else 0, the whole band (small capitals, digits,
+    lowercase text, whose band has no such step)."""
+    if band.size < 4:
+        return 0
+    rise = int(np.argmax(np.diff(band.astype(np.int64)))) + 1  # first row after the sharpest rise
+    if rise > band.size / 2 or band[:rise].mean() >= STEP * band[rise:].mean():
+        return 0
+    return rise
 
 
 def _grey_percentiles(grey: np.ndarray, percents: Sequence[float]) -> list[float]:

@@ -58,6 +58,25 @@ def test_lines_of_one_size_get_one_scale_whatever_letters_they_have() -> None:
     assert max(scales) / min(scales) < 1.12  # by the ink box alone: 1.4 ("a man saw an ox" has no ascenders)
 
 
+@pytest.mark.parametrize("face", ["DejaVuSerif-Bold.ttf", "STIXGeneralBol.ttf", "DejaVuSans.ttf"])
+def test_title_case_and_a_list_items_bold_lead_are_scaled_by_their_x_height(face: str) -> None:
+    """Capitals, digits and brackets fill the rows above the x-height of such lines: the band must not run up
+    to the capitals' tops (a real page's headings and bold list leads were shrunk to two thirds)."""
+    from dsocr.training.synthetic import load_font
+
+    font = load_font(face, 28)
+    scales = []
+    for text in ("a man saw an ox", "Pre-Digital Era (19th - Early 20th Century)",
+                 "IBM MT/ST (Magnetic Tape/Selectric Typewriter): Introduced in 1964"):
+        image = Image.new("RGB", (1400, 60), "white")
+        ImageDraw.Draw(image).text((10, 10), text, fill="black", font=font)
+        scales.append(lines.line_scaling(image.crop(lines.ink_box(image))).scale)
+    assert max(scales) / min(scales) < 1.12, scales
+    caps = Image.new("RGB", (700, 60), "white")  # no x-height letters: scaled by its capitals, as before
+    ImageDraw.Draw(caps).text((10, 10), "TOTAL 2026 INVOICES", fill="black", font=font)
+    assert lines.line_scaling(caps.crop(lines.ink_box(caps))).scale < 0.8 * scales[0]
+
+
 def test_ink_box_is_tight_and_none_on_blank() -> None:
     image = Image.new("RGB", (50, 30), "white")
     ImageDraw.Draw(image).rectangle((10, 5, 19, 24), fill="black")
