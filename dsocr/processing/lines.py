@@ -60,9 +60,9 @@ class Scaling:
 def line_scaling(crop: Image.Image) -> Scaling:
     """How a line's crop goes into a row: its x-height band (the rows holding at least BAND of a busy row's ink,
     the 75th percentile: the x-height letters; ascenders and descenders are sparser; in bold Title Case, from
-    its sharpest rise: `_x_top`) scaled to X_HEIGHT, its bottom (the baseline) at BASELINE. A line with no x-height letters ("2026", "TOTAL") is scaled by what it
-    has, its band at least 0.4 of its ink's height ("-", "."); a line that would not fit its row is scaled to
-    fit. Training rows are scaled by the same rule."""
+    its sharpest rise: `_x_top`) scaled to X_HEIGHT, its bottom (the baseline) at BASELINE. A line with no
+    x-height letters ("2026", "TOTAL") is scaled by what it has, its band at least 0.4 of its ink's height ("-",
+    "."); a line that would not fit its row is scaled to fit. Training rows are scaled by the same rule."""
     grey = np.asarray(crop.convert("L"))
     if grey.size == 0:
         return Scaling(1.0, 0.0)
