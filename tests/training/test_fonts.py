@@ -67,3 +67,21 @@ def test_train_refuses_a_font_folder_without_families(tmp_path: Path) -> None:
                               str(folder)], capture_output=True, text=True, timeout=120, check=False)
         assert run.returncode != 0 and message in run.stderr, run.stderr
         assert not (tmp_path / "run").exists()
+
+
+def test_data_workers_draw_in_the_extra_families_too(liberation: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from itertools import islice
+
+    from torch.utils.data import DataLoader
+
+    from dsocr.training.data import SyntheticExamples
+
+    def images(workers: int) -> list[bytes]:
+        examples = SyntheticExamples(0, ("free",), strips=1.0, strip_size=384)
+        loader = DataLoader(examples, batch_size=None, num_workers=workers, collate_fn=lambda example: example)
+        return [example.image.tobytes() for example in islice(iter(loader), 6)]
+
+    in_worker = images(1)  # what `dsocr train --fonts` runs: the worker reads DSOCR_FONTS as the trainer set it
+    assert in_worker == images(0)
+    monkeypatch.delenv(fonts.FONTS_ENV)
+    assert images(0) != in_worker
