@@ -96,10 +96,10 @@ def line_views(image: Image.Image, size: int) -> LinePage:
     from dsocr.pipeline.layout import analyze
 
     angle = deskew.skew_angle(image)
-    if not angle:
-        return pack_page(image, [typeset_box(image, r) for r in analyze(image)], size)
-    straight = deskew.straighten(image, angle, lines.paper_colour(image))
+    straight = deskew.straighten(image, angle, lines.paper_colour(image)) if angle else image
     page = pack_page(straight, [typeset_box(straight, r) for r in analyze(straight)], size)
+    if not angle:
+        return page
     regions = tuple(replace(r, box=deskew.box_on_page(r.box, angle, image.size, straight.size))
                     for r in page.regions)
     return replace(page, regions=regions, image_size=image.size)
@@ -292,13 +292,17 @@ def _text(region: Region, read: Iterator[str]) -> str:
 
 def _bulleted(text: str) -> str:
     """A bulleted list, read as one run of text ("• one • two"), as Markdown items one a line ("- one\n- two")."""
-    return "\n".join(f"- {item.strip()}" for item in _BULLET.split(text) if item.strip())
+    return _items(_BULLET.split(text))
 
 
 def _dashed(text: str) -> str:
     """A list written with dashes, read as one run of text ("- one. - Two."), one item a line; a dash within an
     item ("a - b") stays: a new item starts with a capital, a digit or a quote."""
-    return "\n".join(f"- {item.strip()}" for item in _NEXT_DASH_ITEM.split(text[2:]) if item.strip())
+    return _items(_NEXT_DASH_ITEM.split(text[2:]))
+
+
+def _items(pieces: list[str]) -> str:
+    return "\n".join(f"- {item.strip()}" for item in pieces if item.strip())
 
 
 def _numbered(text: str) -> str:

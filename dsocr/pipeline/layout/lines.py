@@ -211,9 +211,10 @@ def _join_pieces(ids: np.ndarray, comps: np.ndarray, walls: np.ndarray, gutters:
                  unit: float) -> np.ndarray:
     """Join pieces of one line that the smear left apart (a wide space after a dash, quote or underscore):
     side by side, level at their facing ends (or one a small mark within the other's band), less than 1.5
-    line heights apart (a lone bullet 2.5). Never across a wall; a gutter keeps them apart unless the text is large (a title over
-    two columns), the left piece is a bullet, or the right piece does not start at a column edge (a start
-    fewer than two other lines share: a word gap that runs into the white beside a figure or an equation)."""
+    line heights apart (a lone bullet 2.5). Never across a wall; a gutter keeps them apart unless the text is
+    large (a title over two columns), the left piece is a bullet, or the right piece does not start at a column
+    edge (a start fewer than two other lines share: a word gap that runs into the white beside a figure or an
+    equation)."""
     for _ in range(3):  # a piece grown by a mark can reach the next
         n = int(ids.max()) + 1
         if n < 2:
