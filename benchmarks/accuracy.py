@@ -59,11 +59,7 @@ def sample_document(ocr: OCR, max_tokens: int) -> dict:
     """examples/sample.pdf against the text examples/make_sample_pdf.py writes into it (exact ground truth)."""
     examples = Path(__file__).resolve().parents[1] / "examples"
     made = runpy.run_path(str(examples / "make_sample_pdf.py"))
-    lines = []
-    for page in made["PAGES"]:
-        for font, _, text in page:
-            lines += [" ".join(row) for row in made["TABLE"]] if font == "table" else [text] if text else []
-    return read_document(ocr, "examples/sample.pdf", examples / "sample.pdf", plain(" ".join(lines)), max_tokens,
+    return read_document(ocr, "examples/sample.pdf", examples / "sample.pdf", plain(made["text"]()), max_tokens,
                          "exact")
 
 

@@ -50,6 +50,16 @@ CHART = [("Invoices", 0.021), ("Contracts", 0.034), ("Letters", 0.018), ("Forms"
 OUTPUT = Path(__file__).with_name("sample.pdf")
 
 
+def text() -> str:
+    """The sample's text, what reading it should give: its lines in order, the table row by row (the chart's
+    labels are the figure's), whitespace collapsed."""
+    lines = []
+    for content in PAGES:
+        for font, _, line in content:
+            lines += [" ".join(row) for row in TABLE] if font == "table" else [line] if line else []
+    return " ".join(" ".join(lines).split())
+
+
 def main(path: Path = OUTPUT) -> None:
     pdf = pdfium.PdfDocument.new()
     fonts = {}

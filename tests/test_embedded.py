@@ -18,7 +18,7 @@ from dsocr.hub import EMBEDDED_DIR, choose_model
 from dsocr.training.evaluate import cer
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = runpy.run_path(str(REPO / "examples" / "make_sample_pdf.py"))  # the sample's own text: PAGES, TABLE
+SAMPLE = runpy.run_path(str(REPO / "examples" / "make_sample_pdf.py"))  # text(), TABLE: what the sample holds
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (EMBEDDED_DIR / "config.json").exists(),
                                                    reason="no embedded checkpoint in dsocr/embedded yet")]
@@ -58,16 +58,7 @@ def test_convert_uses_the_embedded_model_offline_when_no_model_is_named(tmp_path
     assert markdown.startswith("# ") and "\n<--- Page Split --->\n" in markdown, markdown[:2000]
     assert markdown.count("<tr>") == len(SAMPLE["TABLE"]), markdown[:2000]
     assert "![](images/page-0002-1.jpg)" in markdown, markdown
-    assert cer(_plain(markdown), _sample_text()) <= 0.12, markdown
-
-
-def _sample_text() -> str:
-    """The sample's text, as examples/make_sample_pdf.py writes it: lines in order, a table row by row."""
-    lines = []
-    for page in SAMPLE["PAGES"]:
-        for font, _, text in page:
-            lines += [" ".join(row) for row in SAMPLE["TABLE"]] if font == "table" else [text] if text else []
-    return " ".join(" ".join(lines).split())
+    assert cer(_plain(markdown), SAMPLE["text"]()) <= 0.12, markdown
 
 
 def _plain(markdown: str) -> str:
