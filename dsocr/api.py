@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -312,42 +313,67 @@ class OCR:
 
     def _run_lines(self, prepared: Sequence[PreparedLines], sampling: SamplingParams,
                    on_text: Callable[[int, str], None] | None) -> list[OCRResult]:
-        """Every view of every page as one batch, then each page's answer assembled from its views' rows."""
+        """Every view of every page as one batch, misread views again (`line_reader.reread`), then each page's
+        answer assembled from its views' rows."""
         views = [v for p in prepared for v in p.views]
+        owners = [i for i, p in enumerate(prepared) for _ in p.views]  # each view's page
+        firsts = list(accumulate((len(p.views) for p in prepared), initial=0))  # each page's first view
         view_sampling = line_reader.view_sampling(sampling, self.model.config.base_size)
         generated = self._generate(views, view_sampling, None)
-        results, start = [], 0
+        again: list[list[tuple[int, tuple[Any, dict[str, float]]]]] = [[] for _ in prepared]  # (view, generated)
+
+        def read(jobs: Sequence[tuple[int, Image.Image]]) -> list[str]:
+            config = self.processing_config("base")
+            out = self._generate([PreparedImage(inputs=preprocess_image(image, config), prompt_ids=views[v].prompt_ids)
+                                  for v, image in jobs], view_sampling, None)
+            for (v, _), g in zip(jobs, out):
+                again[owners[v]].append((v - firsts[owners[v]], g))
+            return [self.tokenizer.decode(g.token_ids) for g, _ in out]
+
+        page_views = [(p.page, v) for p in prepared for v in range(len(p.views))]
+        texts = line_reader.reread([page.views[v] for page, v in page_views], [page.rows(v) for page, v in page_views],
+                                   [self.tokenizer.decode(g.token_ids) for g, _ in generated], read,
+                                   [page.paper for page, _ in page_views])
+        results = []
         for i, page in enumerate(prepared):
-            result = self._lines_result(page, generated[start:start + len(page.views)])
-            start += len(page.views)
+            start, end = firsts[i], firsts[i + 1]
+            result = self._lines_result(page, texts[start:end], generated[start:end], again[i])
             if on_text and result.text:
                 on_text(i, result.text)
             results.append(result)
         return results
 
-    def _lines_result(self, prepared: PreparedLines,
-                      generated: Sequence[tuple[Any, dict[str, float]]]) -> OCRResult:
-        """A lines page's OCRResult, as `_result` would make it for the assembled text. `token_ids` are the
-        views' generated tokens one view after the other (they do not decode to `text`, which is assembled);
-        `prompt_tokens` and `num_image_tokens` are the views' totals."""
-        outputs = [g for g, _ in generated]
-        view_texts = [self.tokenizer.decode(g.token_ids) for g in outputs]
+    def _lines_result(self, prepared: PreparedLines, view_texts: Sequence[str],
+                      generated: Sequence[tuple[Any, dict[str, float]]],
+                      again: Sequence[tuple[int, tuple[Any, dict[str, float]]]]) -> OCRResult:
+        """A lines page's OCRResult, as `_result` would make it for the assembled text. `again` holds the
+        (view, generated) of the smaller views its misread views were read again in. `token_ids` are the views'
+        generated tokens one view after the other, those read again last (they do not decode to `text`, which is
+        assembled); `prompt_tokens` and `num_image_tokens` are the totals of all views read."""
         text, warnings = line_reader.read_page(prepared.page, view_texts, prepared.answer)
-        finish_reason, unfinished = line_reader.worst_finish([g.finish_reason for g in outputs])
+        replaced = {v for v, _ in again}
+        outputs = [g for g, _ in generated] + [g for _, (g, _) in again]
+        finish_reason, unfinished = line_reader.worst_finish(
+            [g.finish_reason for v, (g, _) in enumerate(generated) if v not in replaced]
+            + [g.finish_reason for _, (g, _) in again])
         parsed = parse_grounding(text, prepared.image_size)
         token_ids = tuple(t for g in outputs for t in g.token_ids)
-        # The views decode side by side in one batch: the page took as long as its slowest view.
-        timings = {"preprocess": prepared.seconds,
-                   "prefill": max((g.prefill_seconds for g in outputs), default=0.0),
-                   "decode": max((g.decode_seconds for g in outputs), default=0.0)}
-        for key, combine in (("vision", sum), ("ttft", max)):
-            if any(key in t for _, t in generated):
-                timings[key] = combine(t[key] for _, t in generated)
+        # The views decode side by side in one batch (the page took as long as its slowest view), those read
+        # again after them.
+        timings = {"preprocess": prepared.seconds}
+        for key in ("prefill", "decode"):
+            timings[key] = sum(max((getattr(g, f"{key}_seconds") for g, _ in batch), default=0.0)
+                               for batch in (generated, [g for _, g in again]))
+        if any("vision" in t for _, t in generated):
+            timings["vision"] = sum(t.get("vision", 0.0) for _, t in (*generated, *(g for _, g in again)))
+        if any("ttft" in t for _, t in generated):
+            timings["ttft"] = max(t["ttft"] for _, t in generated)
         timings["tokens_per_second"] = len(token_ids) / timings["decode"] if timings["decode"] > 0 else 0.0
+        image_tokens = sum(v.inputs.num_image_tokens for v in prepared.views)
         return OCRResult(
             text=text, markdown=parsed.markdown, blocks=parsed.blocks, token_ids=token_ids,
             finish_reason=finish_reason, image_size=prepared.image_size,
-            num_image_tokens=sum(v.inputs.num_image_tokens for v in prepared.views),
+            num_image_tokens=image_tokens + len(again) * image_tokens // max(1, len(prepared.views)),
             prompt_tokens=sum(g.prompt_tokens for g in outputs), timings=timings,
             warnings=(*parsed.warnings, *warnings, *([unfinished] if unfinished else [])),
         )

@@ -43,6 +43,38 @@ def test_the_embedded_model_reads_a_sentence_it_never_saw() -> None:
     assert " ".join(text.split()) == SENTENCE, f"CER {cer(' '.join(text.split()), SENTENCE):.3f}: {text!r}"
 
 
+CELLS = [["Region", "Quarter", "Orders", "Share"], ["north", "second", "4182", "37%"],
+         ["harbour", "third", "906", "8%"], ["valley", "fourth", "7351", "55%"]]
+
+
+def _table() -> Image.Image:
+    from dsocr.training.synthetic import load_font
+
+    font = load_font("DejaVuSans.ttf", 20)
+    image = Image.new("RGB", (1000, 500), "white")
+    draw = ImageDraw.Draw(image)
+    left, top, width, height = 80, 80, 200, 44
+    draw.line((left, top, left + 4 * width, top), fill="black", width=2)
+    for r, row in enumerate(CELLS):
+        for c, cell in enumerate(row):
+            draw.text((left + 10 + c * width, top + 10 + r * height), cell, fill="black", font=font)
+        y = top + (r + 1) * height
+        draw.line((left, y, left + 4 * width, y), fill="black", width=1 if r else 2)
+    return image
+
+
+def test_the_embedded_model_reads_a_table_of_one_word_cells() -> None:
+    """Each cell is a row of a line view: ten one-word rows in a row, where the model loses its place (it answers
+    junk lines after the ninth); the view is read again in halves (`line_reader.reread`)."""
+    from dsocr.api import OCR
+
+    ocr = OCR.from_pretrained(EMBEDDED_DIR, device="cpu")
+    result = ocr.ocr(_table(), "markdown")
+    cells = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in CELLS)
+    assert [b.label for b in result.blocks] == ["table"] and result.blocks[0].content == f"<table>{cells}</table>", \
+        result.text
+
+
 def test_convert_uses_the_embedded_model_offline_when_no_model_is_named(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty cache
     env.pop("DSOCR_MODEL", None)
@@ -53,12 +85,11 @@ def test_convert_uses_the_embedded_model_offline_when_no_model_is_named(tmp_path
     assert run.returncode == 0, run.stderr[-3000:]
     assert "embedded" in run.stderr
     markdown = (tmp_path / "out" / "sample" / "sample.md").read_text()
-    # The page's structure comes from the layout step, its text from the model: 7.7% CER measured (the
-    # headings' bold Helvetica is the hardest: the training fonts are DejaVu and STIX).
+    # The page's structure comes from the layout step, its text from the model: 2.6% CER measured (run 7).
     assert markdown.startswith("# ") and "\n<--- Page Split --->\n" in markdown, markdown[:2000]
     assert markdown.count("<tr>") == len(SAMPLE["TABLE"]), markdown[:2000]
     assert "![](images/page-0002-1.jpg)" in markdown, markdown
-    assert cer(_plain(markdown), SAMPLE["text"]()) <= 0.12, markdown
+    assert cer(_plain(markdown), SAMPLE["text"]()) <= 0.08, markdown
 
 
 def _plain(markdown: str) -> str:

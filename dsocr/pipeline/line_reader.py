@@ -14,7 +14,7 @@ segments' texts joined by a space.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -63,6 +63,7 @@ class LinePage:
     segments: tuple[Segment, ...]  # reading order: segment i is row i % rows of view i // rows
     num_streams: int
     image_size: tuple[int, int]  # (width, height) of the page
+    paper: tuple[int, int, int] = lines.WHITE  # the views' background: the page's paper
 
     def rows(self, view: int) -> int:
         """How many rows of `view` hold a segment (the last view may be partly blank)."""
@@ -140,7 +141,7 @@ def pack_page(image: Image.Image, regions: Sequence[Region], size: int) -> LineP
     views, placements = lines.pack(segments, size, paper)
     return LinePage(regions=tuple(regions), views=tuple(views),
                     segments=tuple(Segment(o, p.view, p.row) for o, p in zip(owners, placements)),
-                    num_streams=len(streams), image_size=image.size)
+                    num_streams=len(streams), image_size=image.size, paper=paper)
 
 
 def region_streams(region: Region) -> list[tuple[Line, ...]]:
@@ -186,6 +187,45 @@ def split_rows(text: str, rows: int) -> tuple[list[str], int]:
         answer[rows - 1:] = [" ".join(part for part in answer[rows - 1:] if part)]
     missing = rows - len(answer)
     return answer + [""] * missing, max(missing, 0)
+
+
+def misread(text: str, rows: int) -> bool:
+    """A view's answer with more or fewer lines than the view has rows: the model lost its place in the rows (a
+    run of one-word rows, a table's cells, is where it does), so which line belongs to which row is unknown."""
+    return len(text.rstrip().split("\n")) != rows
+
+
+def rows_view(view: Image.Image, rows: Sequence[int], paper: tuple[int, int, int]) -> Image.Image:
+    """A view holding `rows` of `view`, moved up to its first rows in order, the rest blank."""
+    new = Image.new("RGB", view.size, paper)
+    for i, row in enumerate(rows):
+        new.paste(view.crop((0, row * lines.ROW, view.width, (row + 1) * lines.ROW)), (0, i * lines.ROW))
+    return new
+
+
+ViewReader = Callable[[Sequence[tuple[int, Image.Image]]], list[str]]  # (view index, image) -> answers
+
+
+def reread(views: Sequence[Image.Image], rows: Sequence[int], texts: Sequence[str], read: ViewReader,
+           paper: Sequence[tuple[int, int, int]]) -> list[str]:
+    """The views' answers with each misread view (`misread`) read again as two views of half its rows each
+    (on 32 held-out synthetic pages every misread view's halves are read right; where a half is misread too,
+    its answer is taken as `split_rows` takes a view's). `read` gets (index of the view re-read, image) pairs,
+    as one batch."""
+    texts = list(texts)
+    misread_views = [v for v, text in enumerate(texts) if rows[v] > 1 and misread(text, rows[v])]
+    jobs = [(v, half) for v in misread_views for half in _halves(rows[v])]
+    if not jobs:
+        return texts
+    answers = read([(v, rows_view(views[v], half, paper[v])) for v, half in jobs])
+    for v in misread_views:
+        texts[v] = "\n".join(row for (w, half), text in zip(jobs, answers) if w == v
+                             for row in split_rows(text, len(half))[0])
+    return texts
+
+
+def _halves(rows: int) -> list[list[int]]:
+    return [list(range((rows + 1) // 2)), list(range((rows + 1) // 2, rows))]
 
 
 def stream_texts(page: LinePage, view_texts: Sequence[str]) -> tuple[list[str], list[str]]:

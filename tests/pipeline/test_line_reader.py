@@ -126,6 +126,59 @@ def test_rows_missing_from_a_view_answer_are_empty_and_extra_lines_join_the_last
     assert line_reader.split_rows("a <|ref|>x<|/ref|>", 1) == (["a x"], 0)  # no forged blocks
 
 
+def _marked_view(marks: list[int], paper: tuple[int, int, int] = (250, 250, 250)) -> Image.Image:
+    """A view whose row r holds a block of grey marks[r]: what `_reader` reads as that row's text."""
+    view = Image.new("RGB", (VIEW, VIEW), paper)
+    for row, grey in enumerate(marks):
+        view.paste((grey,) * 3, (8, row * 64 + 20, 40, row * 64 + 44))
+    return view
+
+
+def _reader(calls: list[list[int]], loses_place_at: int) -> line_reader.ViewReader:
+    """Reads a view's marked rows, one line each, but adds a line of junk when it has `loses_place_at` rows or
+    more (as the model loses its place in a run of one-word rows)."""
+    def read(jobs):
+        calls.append([v for v, _ in jobs])
+        answers = []
+        for _, image in jobs:
+            marks = [image.getpixel((20, row * 64 + 32))[0] for row in range(VIEW // 64)]
+            rows = [f"mark {m}" for m in marks if m != image.getpixel((VIEW - 1, VIEW - 1))[0]]
+            answers.append("\n".join(rows + (["= = ch ch"] if len(rows) >= loses_place_at else [])))
+        return answers
+    return read
+
+
+def test_a_misread_view_is_read_again_as_two_views_of_half_its_rows() -> None:
+    views = [_marked_view([10, 20, 30, 40, 50, 60]), _marked_view([70, 80]), _marked_view([90, 100, 110, 120, 130])]
+    rows = [6, 2, 5]
+    first = ["mark 10\nmark 20\n= = ch\nch\nmark 30\nmark 40\nmark 50", "mark 70\nmark 80", "mark 90"]
+    assert [line_reader.misread(t, r) for t, r in zip(first, rows)] == [True, False, True]
+    assert not line_reader.misread("one\ntwo\n", 2)  # a final newline is not a line
+    calls: list[list[int]] = []
+    texts = line_reader.reread(views, rows, first, _reader(calls, loses_place_at=4), [(250, 250, 250)] * 3)
+    # Views 0 and 2 are read again in halves (3 + 3 and 3 + 2 rows), as one batch; view 1 is not read again.
+    assert calls == [[0, 0, 2, 2]]
+    assert texts == ["\n".join(f"mark {m}" for m in (10, 20, 30, 40, 50, 60)), first[1],
+                     "\n".join(f"mark {m}" for m in (90, 100, 110, 120, 130))]
+    # A half misread too is taken as a view's answer is (extra lines join its last row), and a view of one row
+    # is never read again: its answer is that row's, however many lines.
+    calls.clear()
+    texts = line_reader.reread(views, rows, first, _reader(calls, loses_place_at=3), [(250, 250, 250)] * 3)
+    assert texts[0] == "mark 10\nmark 20\nmark 30 = = ch ch\nmark 40\nmark 50\nmark 60 = = ch ch"
+    calls.clear()
+    assert line_reader.reread([views[1]], [1], ["a\nb"], _reader(calls, loses_place_at=1), [(250,) * 3]) == ["a\nb"]
+    assert calls == []
+
+
+def test_rows_moved_into_a_view_of_their_own_keep_their_pixels_and_the_paper() -> None:
+    view = _marked_view([10, 20, 30], paper=(240, 235, 230))
+    moved = line_reader.rows_view(view, [2, 0], (240, 235, 230))
+    assert moved.size == view.size
+    assert moved.crop((0, 0, VIEW, 64)).tobytes() == view.crop((0, 128, VIEW, 192)).tobytes()
+    assert moved.crop((0, 64, VIEW, 128)).tobytes() == view.crop((0, 0, VIEW, 64)).tobytes()
+    assert moved.crop((0, 128, VIEW, VIEW)).getcolors() == [((VIEW - 128) * VIEW, (240, 235, 230))]
+
+
 def test_a_stream_cut_into_segments_reads_as_its_segments_joined_by_a_space() -> None:
     regions = (Region("text", (0, 0, 10, 5), lines=(Line((0, 0, 10, 5)),)),
                Region("text", (0, 5, 10, 10), lines=(Line((0, 5, 10, 10)),)))
@@ -215,8 +268,10 @@ def test_a_page_reads_into_one_block_per_layout_region(ocr: OCR, page: Image.Ima
         assert all(abs(a - b) <= 2 for a, b in zip(box, region.box)), (box, region.box)
         assert to_pixels(line_reader.to_grid(region.box, page.size), *page.size) == box
     views = len(ocr.prepare(page, "markdown").views)
-    assert result.num_image_tokens == views * ((VIEW // 64) ** 2 + 1)
-    assert 0 < len(result.token_ids) <= views * SHORT.max_new_tokens
+    per_view = (VIEW // 64) ** 2 + 1
+    read = result.num_image_tokens // per_view  # its views, and the smaller ones misread views were read again in
+    assert result.num_image_tokens % per_view == 0 and views <= read <= views * (3 + rows_per_view(VIEW))
+    assert 0 < len(result.token_ids) <= read * SHORT.max_new_tokens
     assert result.finish_reason in ("stop", "length", "repetition")
     assert result.is_finished or any("line views ended without end-of-sentence" in w for w in result.warnings)
     assert set(result.timings) >= {"preprocess", "vision", "prefill", "decode"}
