@@ -46,6 +46,7 @@ from dsocr.training.synthetic import (
 
 P_FORMULA = 0.04  # rows that are a display formula
 P_EXTRA_FONT = 0.5  # rows drawn in an extra font family, when there are any (`fonts.extra_families`)
+P_CELLS = 0.15  # views whose rows are all short table cells, as the pipeline packs a table: one cell a row
 MAX_FORMULA_HEIGHT = 2.3  # ems: a row holds ~1.9 ems of type; taller formulas are scaled down to fit it
 FONT_SIZES = (11, 48)  # px: the size a row is first rendered at, before it is scaled to the x-height
 PAD = 6  # blank pixels around a row's text while it is drawn
@@ -72,6 +73,9 @@ def generate_strips(seed: int, size: int) -> StripView:
     rng = Random(seed)
     capacity = lines.rows_per_view(size)
     count = capacity if rng.random() < 0.5 else rng.randint(1, capacity)
+    # A run of one-word rows is where run 7 lost its place (it answered junk lines after the ninth):
+    # table cells packed one a row, which rows of random width almost never make.
+    cells = rng.random() < P_CELLS
     paper = 255 if rng.random() < 0.4 else 255 - rng.randint(1, 30)  # one paper for the view, as on a page
     view = Image.new("RGB", (size, size), (paper,) * 3)
     texts: list[str] = []
@@ -79,7 +83,7 @@ def generate_strips(seed: int, size: int) -> StripView:
     formulas = []
     for row in range(count):
         formula = _formula_row(rng, lines.segment_width(size), paper) if rng.random() < P_FORMULA else None
-        text, segment, centres = formula or _row(rng, lines.segment_width(size), paper)
+        text, segment, centres = formula or _row(rng, lines.segment_width(size), paper, cells)
         x, y = lines.row_origin(row, segment.height)
         view.paste(segment, (x, y))
         texts.append(text)
@@ -89,11 +93,12 @@ def generate_strips(seed: int, size: int) -> StripView:
     return StripView(view, tuple(texts), tuple(glyphs), seed, tuple(formulas))
 
 
-def _row(rng: Random, max_width: int, paper: int) -> tuple[str, Image.Image, list[tuple[str, float]]]:
-    """One row: its text, its normalized image, and each character's centre x in it. A third of the rows are two
-    lines of one paragraph joined end to end (`lines.join_lines`), each scaled by its own ink box, as the
-    pipeline joins a paragraph's lines."""
-    words = _words_for_row(rng)
+def _row(rng: Random, max_width: int, paper: int,
+         cell: bool = False) -> tuple[str, Image.Image, list[tuple[str, float]]]:
+    """One row (a table's cell when `cell`): its text, its normalized image, and each character's centre x in
+    it. A third of the rows are two lines of one paragraph joined end to end (`lines.join_lines`), each scaled
+    by its own ink box, as the pipeline joins a paragraph's lines."""
+    words = _cell_words(rng) if cell else _words_for_row(rng)
     font = _font(rng, " ".join(words))
     stretch = rng.uniform(0.8, 1.2) if rng.random() < 0.3 else 1.0  # narrower and wider faces than ours
     weight = rng.random()  # < 0.1: bolder strokes, > 0.95: thinner (print that is not our fonts' weight)
@@ -213,6 +218,16 @@ def _words_for_row(rng: Random) -> list[str]:
     if rng.random() < 0.15:
         words = _typeset(rng, words)
     return words or ["-"]
+
+
+def _cell_words(rng: Random) -> list[str]:
+    """A table cell's one to three words: a number, an amount, a code, a word or two (real or made up)."""
+    kind = rng.random()
+    if kind < 0.4:
+        return [_cell(rng, rng.choice(("int", "decimal", "percent")))]
+    if kind < 0.5:
+        return [_code(rng)]
+    return [_made_up(rng) if rng.random() < 0.3 else _any_word(rng) for _ in range(rng.choice((1, 1, 1, 2, 3)))]
 
 
 _ACCENTED = ("café", "naïve", "résumé", "façade", "Zürich", "São", "über", "déjà", "Ångström", "señor",

@@ -103,3 +103,12 @@ def test_some_rows_are_typeset_with_what_print_has_beyond_ascii() -> None:
     text = " ".join(generate_strips(seed, 640).target for seed in range(120))
     assert {"’", "é"} & set(text) and any(ch in text for ch in "“”–—•")
     assert sum(not ch.isascii() for ch in text) < len(text) / 50  # a seasoning, not the meal
+
+
+def test_some_views_are_a_tables_cells_one_short_row_each() -> None:
+    """As the pipeline packs a table (one cell a row): runs of one-word rows, where the model lost its place."""
+    views = [generate_strips(seed, 640) for seed in range(60)]
+    columns = [v for v in views if len(v.rows) >= 6 and all(len(r.split()) <= 3 for r in v.rows)]
+    assert len(columns) >= 3
+    words = [w for v in columns for r in v.rows for w in r.split()]
+    assert any(w.isalpha() for w in words) and any(w[:1].isdigit() for w in words)
