@@ -320,20 +320,22 @@ class OCR:
         firsts = list(accumulate((len(p.views) for p in prepared), initial=0))  # each page's first view
         view_sampling = line_reader.view_sampling(sampling, self.model.config.base_size)
         generated = self._generate(views, view_sampling, None)
-        again: list[list[tuple[int, tuple[Any, dict[str, float]]]]] = [[] for _ in prepared]  # (view, generated)
+        # each page's views read again: (its view, (generated, timings)) of each smaller view
+        again: list[list[tuple[int, tuple[Any, dict[str, float]]]]] = [[] for _ in prepared]
 
         def read(jobs: Sequence[tuple[int, Image.Image]]) -> list[str]:
             config = self.processing_config("base")
-            out = self._generate([PreparedImage(inputs=preprocess_image(image, config), prompt_ids=views[v].prompt_ids)
-                                  for v, image in jobs], view_sampling, None)
+            smaller = [PreparedImage(inputs=preprocess_image(image, config), prompt_ids=views[v].prompt_ids)
+                       for v, image in jobs]
+            out = self._generate(smaller, view_sampling, None)
             for (v, _), g in zip(jobs, out):
                 again[owners[v]].append((v - firsts[owners[v]], g))
             return [self.tokenizer.decode(g.token_ids) for g, _ in out]
 
         page_views = [(p.page, v) for p in prepared for v in range(len(p.views))]
-        texts = line_reader.reread([page.views[v] for page, v in page_views], [page.rows(v) for page, v in page_views],
-                                   [self.tokenizer.decode(g.token_ids) for g, _ in generated], read,
-                                   [page.paper for page, _ in page_views])
+        texts = line_reader.reread(
+            [page.views[v] for page, v in page_views], [page.rows(v) for page, v in page_views],
+            [self.tokenizer.decode(g.token_ids) for g, _ in generated], read, [page.paper for page, _ in page_views])
         results = []
         for i, page in enumerate(prepared):
             start, end = firsts[i], firsts[i + 1]
