@@ -38,6 +38,7 @@ _CAPTION = re.compile(r"(Figure|Table)\s+\d")
 _BOLD_CAPTION = re.compile(r"(Figure|Table)\s+\d+[.:]")  # set like a heading: "Figure 1: ..." in bold
 _CAPTION_LABELS = {"Figure": "image_caption", "Table": "table_caption"}
 _HEADINGS = {"title": "#", "sub_title": "##"}  # Markdown before a heading's text
+CENTRED = 0.04  # a caption this far (in its figure's or table's widths) from their middle is centred on them
 ASCENT, DESCENT = 1.35, 0.45  # a line's type above and below its baseline, in heights of its capitals
 _BULLET = re.compile(r"(?:^|\s)[\u2022\u25aa\u25e6\u2023]\s")  # •, ▪, ◦, ‣: a list item starts
 _DASH_ITEM = re.compile(r"[-\u2013*] ")  # a list written with dashes ("- one"), as plain-text lists often are
@@ -269,10 +270,20 @@ def grounding_text(regions: Sequence[Region], texts: Sequence[str], size: tuple[
     """The official grounding answer: one block per region in reading order, blank lines between blocks."""
     read = iter(texts)
     blocks = []
-    for region in regions:
+    for i, region in enumerate(regions):
         label, content = region_content(region, read)
+        neighbours = [*regions[max(0, i - 1):i], *regions[i + 1:i + 2]]
+        if label in _CAPTION_LABELS.values() and _centred(region, neighbours):
+            content = f"<center>{content}</center>"  # as the official model writes a centred caption
         blocks.append(grounded_block(label, to_grid(region.box, size), content))
     return "\n\n".join(blocks)
+
+
+def _centred(caption: Region, neighbours: Sequence[Region]) -> bool:
+    """A caption centred on the figure or table next to it in reading order (within CENTRED of its width)."""
+    middle = (caption.box[0] + caption.box[2]) / 2
+    return any(n.label in ("image", "table")
+               and abs(middle - (n.box[0] + n.box[2]) / 2) <= CENTRED * (n.box[2] - n.box[0]) for n in neighbours)
 
 
 def plain_text(regions: Sequence[Region], texts: Sequence[str]) -> str:

@@ -172,6 +172,9 @@ _MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+", re.MULTILINE)
 _MD_EMPHASIS = re.compile(r"(\*\*|__|\*|`)")
 _MATH_DELIMITERS = re.compile(r"\\[()\[\]]|\$\$?")
+# the official model's centred captions: a whole block in one <center> ... </center>
+_CENTER = re.compile(r"\s*<center>((?:(?!</?center>).)*)</center>\s*", re.DOTALL)
+_CENTER_TAGS = re.compile(r"</?center>")
 
 
 def plain_text(block: Block) -> str:
@@ -179,7 +182,7 @@ def plain_text(block: Block) -> str:
     Markdown syntax and math delimiters removed (the LaTeX itself is kept)."""
     if block.format == "html":
         return _html_text(block.content)
-    text = _MATH_DELIMITERS.sub("", block.content)
+    text = _MATH_DELIMITERS.sub("", _CENTER_TAGS.sub("", block.content))
     if block.format == "markdown":
         text = _MD_EMPHASIS.sub("", _MD_HEADING.sub("", _MD_LINK.sub(r"\1", _MD_IMAGE.sub("", text))))
     return "\n".join(line.strip() for line in text.splitlines() if line.strip())
@@ -218,7 +221,8 @@ section.page{border-top:1px solid #ccc;padding-top:1rem;margin-top:2rem}
 .page-number{color:#888;font-size:.8rem}
 .status{background:#fff3cd;border-left:4px solid #e0a800;padding:.5rem 1rem}
 table{border-collapse:collapse}td,th{border:1px solid #999;padding:.2rem .4rem}
-figure img{max-width:100%}.math.display{display:block;text-align:center;margin:1rem 0}"""
+figure img{max-width:100%}.math.display{display:block;text-align:center;margin:1rem 0}
+.center{text-align:center}"""
 
 
 def document_html(doc: Document) -> str:
@@ -244,6 +248,8 @@ def _block_html(block: Block, md: MarkdownIt) -> str:
         content = nh3.clean(block.content, tags=_TABLE_TAGS, attributes=_TABLE_ATTRS)
     elif block.format == "latex":
         content = f'<span class="math display">{html.escape(block.content)}</span>'
+    elif centred := _CENTER.fullmatch(block.content):  # Markdown's renderer would escape the tags
+        content = f'<div class="center">{_markdown_html(centred.group(1), md)}</div>'
     else:
         content = _markdown_html(block.content, md)
     return f"<div {attrs}>{figures}{content}</div>"

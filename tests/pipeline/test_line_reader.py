@@ -64,11 +64,29 @@ def test_the_grounding_answer_has_one_block_per_region_with_grid_boxes_tables_an
         "<|ref|>table<|/ref|><|det|>[[125, 240, 874, 340]]<|/det|>\n"
         "<table><tr><td>Item</td><td>Price</td></tr><tr><td>Apple</td><td>1.25 each</td></tr></table>\n\n"
         "<|ref|>image<|/ref|><|det|>[[125, 360, 874, 599]]<|/det|>\n\n\n"
-        "<|ref|>image_caption<|/ref|><|det|>[[125, 609, 874, 639]]<|/det|>\nFigure 3: accuracy by page.\n\n"
+        "<|ref|>image_caption<|/ref|><|det|>[[125, 609, 874, 639]]<|/det|>\n"
+        "<center>Figure 3: accuracy by page.</center>\n\n"  # centred on its figure, as the official model writes
         "<|ref|>sub_title<|/ref|><|det|>[[125, 659, 874, 689]]<|/det|>\n## Method\n\n"
         "<|ref|>table_caption<|/ref|><|det|>[[125, 699, 874, 739]]<|/det|>\nTable 2 lists the prices.\n\n"
         "<|ref|>footer<|/ref|><|det|>[[475, 959, 524, 989]]<|/det|>\n7"
     )
+
+
+def test_only_a_caption_centred_on_the_figure_or_table_next_to_it_is_wrapped_in_center() -> None:
+    figure = Region("image", (100, 100, 700, 400))
+    def caption(x1: int, x2: int) -> Region:
+        return Region("text", (x1, 410, x2, 430), lines=(Line((x1, 410, x2, 430)),))
+    texts = ["Figure 1: a chart."]
+    for box, centred in (((300, 500), True), ((290, 500), True), ((100, 400), False), ((100, 700), True)):
+        text = line_reader.grounding_text((figure, caption(*box)), texts, PAGE)
+        assert text.endswith("\n<center>Figure 1: a chart.</center>" if centred else "\nFigure 1: a chart."), box
+    # Above a table too (a table's caption comes first); not beside a text block.
+    table = Region("table", (100, 440, 700, 600), lines=(Line((110, 450, 690, 470)),))
+    text = line_reader.grounding_text((caption(300, 500), table), ["Table 1: prices.", "x"], PAGE)
+    assert "<center>Table 1: prices.</center>" in text
+    paragraph = Region("text", (100, 440, 700, 600), lines=(Line((110, 450, 690, 470)),))
+    text = line_reader.grounding_text((caption(300, 500), paragraph), ["Table 1: prices.", "x"], PAGE)
+    assert "center" not in text
 
 
 def test_a_caption_set_like_a_heading_is_a_caption_and_a_heading_naming_a_figure_stays_a_heading() -> None:

@@ -51,6 +51,17 @@ def test_html_tables_are_sanitised_and_markdown_is_escaped() -> None:
     assert "&lt;img src=x onerror=alert(1)&gt; <em>hi</em>" in html
 
 
+def test_a_centred_caption_is_centred_in_html_and_its_tags_are_not_text() -> None:
+    caption = _block("<center>Figure 2: *Share* of pages</center>", "markdown", "image_caption")
+    assert plain_text(caption) == "Figure 2: Share of pages"
+    html = document_html(Document(source="d", name="d", kind="pdf", pages=[Page(index=0, blocks=[caption])]))
+    assert '<div class="center"><p>Figure 2: <em>Share</em> of pages</p>' in html and "&lt;center" not in html
+    # Only a whole block in <center> is: any other raw HTML in Markdown stays escaped.
+    other = _block("<center>a</center> and <center>b</center>", "markdown")
+    html = document_html(Document(source="d", name="d", kind="pdf", pages=[Page(index=0, blocks=[other])]))
+    assert "&lt;center&gt;a" in html
+
+
 def test_label_colours_are_fixed() -> None:
     assert label_colour("title") == (214, 39, 40)
     assert label_colour("some_new_label") == label_colour("some_new_label")
