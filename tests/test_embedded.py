@@ -85,7 +85,7 @@ def test_convert_uses_the_embedded_model_offline_when_no_model_is_named(tmp_path
     assert run.returncode == 0, run.stderr[-3000:]
     assert "embedded" in run.stderr
     markdown = (tmp_path / "out" / "sample" / "sample.md").read_text()
-    # The page's structure comes from the layout step, its text from the model: 2.6% CER measured (run 7).
+    # The page's structure comes from the layout step, its text from the model: 3.6% CER measured (run 7).
     assert markdown.startswith("# ") and "\n<--- Page Split --->\n" in markdown, markdown[:2000]
     assert markdown.count("<tr>") == len(SAMPLE["TABLE"]), markdown[:2000]
     assert "![](images/page-0002-1.jpg)" in markdown, markdown

@@ -28,6 +28,8 @@ STEP = 0.65  # a band's rows above its sharpest rise with under this share of th
 MARGIN = 8  # left margin of every row
 MIN_GAP = 6  # columns without ink, at X_HEIGHT, that may separate two segments (a word space is ~10)
 WORD_GAP = 12  # blank columns between two lines joined end to end
+CUT_WINDOW = 0.5  # a long line is cut at a word space in the last half of a row's width ...
+WORD_SPACE_SHARE = 0.7  # ... at least this share of the widest gap there
 INK_LEVEL = 160  # grey values darker than this are ink (clean print on light paper)
 SHADE = 24  # grey levels: a line's crop whose paper differs more from the page's sits on a shade (`on_paper`)
 WHITE = (255, 255, 255)
@@ -154,9 +156,9 @@ def join_lines(parts: Sequence[Image.Image], background: tuple[int, int, int] = 
 
 
 def split_line(line: Image.Image, max_width: int, min_gap: int = MIN_GAP) -> list[Image.Image]:
-    """Cut a normalized line into segments no wider than `max_width`, each at the middle of the widest run of
-    blank columns (at least `min_gap` wide) that keeps the segment under the limit; a line without such a gap
-    is cut hard at the limit. Blank columns at both ends of a segment are trimmed."""
+    """Cut a normalized line into segments no wider than `max_width`, each in a run of blank columns at least
+    `min_gap` wide, at a word space where there is one (`_gap_cut`); a line without such a gap is cut hard at
+    the limit. Blank columns at both ends of a segment are trimmed."""
     ink = (np.asarray(line.convert("L")) < INK_LEVEL).any(axis=0)
     segments, start, width = [], 0, ink.size
     while start < width:
@@ -181,15 +183,22 @@ def _last_ink(ink: np.ndarray, start: int, stop: int) -> int:
 
 
 def _gap_cut(ink: np.ndarray, start: int, stop: int, min_gap: int) -> int:
-    """The column at which to end a segment that starts at `start` and must end by `stop`: the middle of the
-    rightmost blank run of at least `min_gap` columns before `stop`, else `stop`."""
+    """The column at which to end a segment that starts at `start` and must end by `stop`: the middle of a blank
+    run of at least `min_gap` columns before `stop`, the rightmost one of the widest kind in the segment's last
+    CUT_WINDOW (a word space there, not a wide gap between two letters of a word: mono and spaced type have those,
+    and a word cut in two reads as two), else the rightmost anywhere, else `stop`."""
     blank = ~ink[start:stop]
     edges = np.diff(np.concatenate(([0], blank.astype(np.int8), [0])))
-    runs = list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))
-    for run_start, run_end in reversed(runs):
-        if run_end - run_start >= min_gap and run_start > 0:
-            return start + int(run_start + run_end) // 2
-    return stop
+    runs = [(a, b) for a, b in zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0])
+            if b - a >= min_gap and a > 0]
+    if not runs:
+        return stop
+    window = [(a, b) for a, b in runs if (a + b) / 2 >= (1 - CUT_WINDOW) * (stop - start)]
+    if window:
+        widest = max(b - a for a, b in window)
+        runs = [(a, b) for a, b in window if b - a >= WORD_SPACE_SHARE * widest]
+    run_start, run_end = runs[-1]
+    return start + int(run_start + run_end) // 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,19 @@ def test_split_cuts_only_in_word_gaps_and_keeps_every_bar_whole() -> None:
     assert sum(len(_ink_runs(s)) for s in segments) == 30  # no bar cut or lost
 
 
+def test_split_cuts_at_a_word_space_not_at_a_wide_gap_between_two_letters() -> None:
+    # monospaced or spaced type: gaps of 7 px inside words (over MIN_GAP), 16 px between them
+    word = [10, 7, 10, 7, 10]  # 44 px
+    spec: list[int] = []
+    for i in range(12):
+        spec += word + ([16] if i < 11 else [])
+    segments = lines.split_line(_bars(spec), max_width=200)
+    assert all(s.width <= 200 for s in segments)
+    assert all(len(_ink_runs(s)) % 3 == 0 for s in segments)  # whole words only
+    assert sum(len(_ink_runs(s)) for s in segments) == 36
+    assert [len(_ink_runs(s)) // 3 for s in segments] == [3, 3, 3, 3]  # as many words as fit: 3 x 44 + 2 x 16
+
+
 def test_split_trims_blank_ends_and_cuts_a_gapless_line_hard() -> None:
     line = _bars([0, 20, 500, 30])  # blank 20, ink 500, blank 30
     segments = lines.split_line(line, max_width=200)
