@@ -128,8 +128,8 @@ def main() -> None:
     if args.shared.exists():
         report["real"] += real_documents(ocr, args.shared, args.max_tokens)
     for row in report["real"]:
-            print(f"real: {row['document']:<40} {row['pages']:>2} pages  CER {100 * row['cer']:6.2f}%  "
-                  f"{row['seconds_per_page']:.2f} s/page  ({row['gt'].split(' ')[0]} ground truth)", flush=True)
+        print(f"real: {row['document']:<40} {row['pages']:>2} pages  CER {100 * row['cer']:6.2f}%  "
+              f"{row['seconds_per_page']:.2f} s/page  ({row['gt'].split(' ')[0]} ground truth)", flush=True)
     if ocr.reads_lines:  # one way of reading (line views): where a page's time goes instead of a ratio of modes
         line_speed(ocr, 1, args.max_tokens)  # warm-up
         report["seconds_per_page"] = stages = line_speed(ocr, args.speed_pages, args.max_tokens)

@@ -272,18 +272,20 @@ def grounding_text(regions: Sequence[Region], texts: Sequence[str], size: tuple[
     blocks = []
     for i, region in enumerate(regions):
         label, content = region_content(region, read)
-        neighbours = [*regions[max(0, i - 1):i], *regions[i + 1:i + 2]]
-        if label in _CAPTION_LABELS.values() and _centred(region, neighbours):
+        if label in _CAPTION_LABELS.values() and _centred(regions, i):
             content = f"<center>{content}</center>"  # as the official model writes a centred caption
         blocks.append(grounded_block(label, to_grid(region.box, size), content))
     return "\n\n".join(blocks)
 
 
-def _centred(caption: Region, neighbours: Sequence[Region]) -> bool:
-    """A caption centred on the figure or table next to it in reading order (within CENTRED of its width)."""
+def _centred(regions: Sequence[Region], i: int) -> bool:
+    """Caption `regions[i]` centred on the figure or table next to it in reading order (within CENTRED of its
+    width)."""
+    caption = regions[i]
     middle = (caption.box[0] + caption.box[2]) / 2
     return any(n.label in ("image", "table")
-               and abs(middle - (n.box[0] + n.box[2]) / 2) <= CENTRED * (n.box[2] - n.box[0]) for n in neighbours)
+               and abs(middle - (n.box[0] + n.box[2]) / 2) <= CENTRED * (n.box[2] - n.box[0])
+               for n in (*regions[max(0, i - 1):i], *regions[i + 1:i + 2]))
 
 
 def plain_text(regions: Sequence[Region], texts: Sequence[str]) -> str:
