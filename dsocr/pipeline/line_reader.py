@@ -45,6 +45,7 @@ _DASH_ITEM = re.compile(r"[-\u2013*] ")  # a list written with dashes ("- one"),
 _NEXT_DASH_ITEM = re.compile(r" [-\u2013*] (?=[A-Z0-9\"'(])")  # " - Two": the next item starts
 _SECTION_NUMBER = re.compile(r"\d{1,2}(?:\.\d{1,2})+\.?\s|\d{1,2}\.\s")  # "4. ", "2.3 ", not "2024 "
 _EQUATION = re.compile(r"\\\[ .* \\\]", re.DOTALL)  # \[ latex \]
+_EQUATION_NUMBER = re.compile(r"(?:#{1,2} )?\((\d{1,3}[a-z]?)\)")  # "(12)", "(3a)"; as a heading too: "## (12)"
 _MARKUP = re.compile(r"<\|/?(?:ref|det)\|>")  # grounding tags in a row's text would forge blocks
 
 
@@ -269,13 +270,48 @@ def worst_finish(reasons: Sequence[str]) -> tuple[str, str | None]:
 def grounding_text(regions: Sequence[Region], texts: Sequence[str], size: tuple[int, int]) -> str:
     """The official grounding answer: one block per region in reading order, blank lines between blocks."""
     read = iter(texts)
-    blocks = []
-    for i, region in enumerate(regions):
-        label, content = region_content(region, read)
-        if label in _CAPTION_LABELS.values() and _centred(regions, i):
+    blocks = _join_numbers([(region, *region_content(region, read)) for region in regions])
+    placed = [region for region, _, _ in blocks]
+    answer = []
+    for i, (region, label, content) in enumerate(blocks):
+        if label in _CAPTION_LABELS.values() and _centred(placed, i):
             content = f"<center>{content}</center>"  # as the official model writes a centred caption
-        blocks.append(grounded_block(label, to_grid(region.box, size), content))
-    return "\n\n".join(blocks)
+        answer.append(grounded_block(label, to_grid(region.box, size), content))
+    return "\n\n".join(answer)
+
+
+def _join_numbers(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, str, str]]:
+    """(region, label, content) blocks with each equation's number, "(N)" at the right of it on its line (the layout
+    finds it as a region of its own: a column's width apart), joined to it as the official model writes one,
+    `\\[ latex \\quad (N) \\]`, boxed around both."""
+    numbers = [j for j, (_, label, content) in enumerate(blocks)
+               if label not in ("equation", "table", "image") and _EQUATION_NUMBER.fullmatch(content)]
+    number_of: dict[int, int] = {}  # equation block -> its number's block
+    for i, (region, label, _) in enumerate(blocks):
+        beside = [j for j in numbers if j not in number_of.values() and _numbers(region.box, blocks[j][0].box)]
+        if label == "equation" and beside:
+            number_of[i] = min(beside, key=lambda j: blocks[j][0].box[0])  # the nearest
+    joined = []
+    for i, (region, label, content) in enumerate(blocks):
+        if i in number_of.values():
+            continue
+        if i in number_of:
+            number_region, _, number = blocks[number_of[i]]
+            latex = content.removesuffix("\\]").rstrip()
+            content = f"{latex} \\quad ({_EQUATION_NUMBER.fullmatch(number).group(1)}) \\]"
+            region = replace(region, box=_union(region.box, number_region.box))
+        joined.append((region, label, content))
+    return joined
+
+
+def _numbers(equation: Box, number: Box) -> bool:
+    """A box at the right of an equation's, its middle within the equation's height: the equation's number."""
+    middle = (number[1] + number[3]) / 2
+    return number[0] >= (equation[0] + equation[2]) / 2 and equation[1] <= middle <= equation[3]
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
 def _centred(regions: Sequence[Region], i: int) -> bool:
@@ -289,17 +325,17 @@ def _centred(regions: Sequence[Region], i: int) -> bool:
 
 
 def plain_text(regions: Sequence[Region], texts: Sequence[str]) -> str:
-    """The regions' texts without tags, blank lines between regions; a table is one line per row."""
+    """The regions' texts without tags, blank lines between regions; a table is one line per row; an equation's
+    number joined to it as in the grounding answer."""
     read = iter(texts)
-    parts = []
+    blocks = []
     for region in regions:
         if region.label == "table":
             text = "\n".join(" ".join(c for c in row if c) for row in table_rows(region, read))
         else:
             text = _text(region, read)
-        if text.strip():
-            parts.append(text)
-    return "\n\n".join(parts)
+        blocks.append((region, "equation" if _EQUATION.fullmatch(text) else region.label, text))
+    return "\n\n".join(text for _, _, text in _join_numbers(blocks) if text.strip())
 
 
 def region_content(region: Region, read: Iterator[str]) -> tuple[str, str]:

@@ -89,6 +89,21 @@ def test_only_a_caption_centred_on_the_figure_or_table_next_to_it_is_wrapped_in_
     assert "center" not in text
 
 
+def test_an_equations_number_beside_it_is_joined_to_it_as_the_official_model_writes_one() -> None:
+    def region(label: str, box: tuple[int, int, int, int]) -> Region:
+        return Region(label, box, lines=(Line(box),))
+    equation, number = region("text", (300, 400, 500, 440)), region("sub_title", (650, 408, 690, 430))
+    below = region("text", (650, 450, 690, 470))  # a "(2)" on the next line is not this equation's
+    texts = [r"\[ E = m c^2 \]", "(12)", "(2)"]
+    text = line_reader.grounding_text((equation, number, below), texts, PAGE)
+    assert text == ("<|ref|>equation<|/ref|><|det|>[[375, 400, 862, 440]]<|/det|>\n\\[ E = m c^2 \\quad (12) \\]\n\n"
+                    "<|ref|>text<|/ref|><|det|>[[812, 450, 862, 470]]<|/det|>\n(2)")
+    assert line_reader.plain_text((equation, number, below), texts) == "\\[ E = m c^2 \\quad (12) \\]\n\n(2)"
+    # Not a paragraph's: "(12)" beside text stays a block of its own.
+    plain = line_reader.grounding_text((equation, number), ["E is m c squared", "(12)"], PAGE)
+    assert plain.count("<|ref|>") == 2 and plain.endswith("\n## (12)")
+
+
 def test_a_caption_set_like_a_heading_is_a_caption_and_a_heading_naming_a_figure_stays_a_heading() -> None:
     heading = Region("sub_title", (100, 100, 300, 140), lines=(Line((100, 100, 300, 140)),))
     blocks = [line_reader.region_content(heading, iter([text])) for text in
