@@ -20,7 +20,7 @@ import dataclasses
 import pstats
 import time
 
-from dsocr.training import fonts
+from dsocr.training import fonts, strips
 from dsocr.training.synthetic import SyntheticConfig, generate_page
 
 BASELINE = "no augmentation"
@@ -46,16 +46,20 @@ def measure(config: SyntheticConfig, seeds: range) -> dict[str, float]:
             "blocks": blocks / n, "target_chars": chars / n}
 
 
-def measure_strips(seeds: range, size: int = 640) -> dict[str, float]:
-    from dsocr.training.strips import generate_strips
-
-    start = time.perf_counter()
-    rows = chars = 0
-    for seed in seeds:
-        view = generate_strips(seed, size)
-        rows += len(view.rows)
-        chars += len(view.target)
-    seconds = time.perf_counter() - start
+def measure_strips(seeds: range, size: int = 640, p_formula: float | None = None) -> dict[str, float]:
+    """Line views per second; `p_formula` in place of strips.P_FORMULA (the share of rows that are formulas)."""
+    default = strips.P_FORMULA
+    strips.P_FORMULA = default if p_formula is None else p_formula
+    try:
+        start = time.perf_counter()
+        rows = chars = 0
+        for seed in seeds:
+            view = strips.generate_strips(seed, size)
+            rows += len(view.rows)
+            chars += len(view.target)
+        seconds = time.perf_counter() - start
+    finally:
+        strips.P_FORMULA = default
     return {"views_per_s": len(seeds) / seconds, "ms_per_view": 1000 * seconds / len(seeds),
             "rows": rows / len(seeds), "chars": chars / len(seeds)}
 
@@ -88,6 +92,10 @@ def main() -> None:
         print(f"line views, 640 px: {r['views_per_s']:.1f} views/s, {r['ms_per_view']:.1f} ms/view, "
               f"{r['rows']:.1f} rows, {r['chars']:.0f} chars; the pages above: 1 page = "
               f"{base and results[BASELINE]['ms_per_page'] / r['ms_per_view']:.1f} views")
+        plain = measure_strips(range(args.views), p_formula=0.0)  # what the formula rows cost
+        print(f"line views without formula rows (P_FORMULA {strips.P_FORMULA} -> 0): "
+              f"{plain['views_per_s']:.1f} views/s, {plain['ms_per_view']:.1f} ms/view; "
+              f"with them {r['views_per_s'] / plain['views_per_s']:.2f}x")
         if args.fonts:  # the same seeds drawn also in the extra families (training/fonts.py)
             os.environ[fonts.FONTS_ENV] = args.fonts
             families = len(fonts.extra_families())

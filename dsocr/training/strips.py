@@ -44,10 +44,10 @@ from dsocr.training.synthetic import (
     load_font,
 )
 
-P_FORMULA = 0.04  # rows that are a display formula
+P_FORMULA = 0.06  # rows that are a display formula
 P_EXTRA_FONT = 0.5  # rows drawn in an extra font family, when there are any (`fonts.extra_families`)
 P_CELLS = 0.15  # views whose rows are all short table cells, as the pipeline packs a table: one cell a row
-MAX_FORMULA_HEIGHT = 2.3  # ems: a row holds ~1.9 ems of type; taller formulas are scaled down to fit it
+MAX_FORMULA_HEIGHT = 3.5  # ems: a row holds ~1.9 ems of type; a taller formula is scaled down to fit it
 FONT_SIZES = (11, 48)  # px: the size a row is first rendered at, before it is scaled to the x-height
 PAD = 6  # blank pixels around a row's text while it is drawn
 # regular, bold, italic, like FONT_FAMILIES; their files map ASCII to TeX's OT1 encoding, right only for _CM_SAFE
@@ -125,8 +125,9 @@ def _row(rng: Random, max_width: int, paper: int,
 def _formula_row(rng: Random, max_width: int,
                  paper: int) -> tuple[str, Image.Image, list[tuple[str, float]]] | None:
     """A display formula (the synthetic pages' grammar, rendered by mathtext) as a row, read as `\\[ latex \\]`
-    like the pages' equation blocks; None when six tries are all too wide or too tall for a row (nested fractions:
-    scaled to fit, they would be too small to read)."""
+    like the pages' equation blocks; None when six tries are all too wide or too tall for a row. Up to
+    MAX_FORMULA_HEIGHT ems tall (95% of the grammar's formulas: a fraction, a sum's limits), scaled down to fit its
+    row as the pipeline scales a page's formula; taller ones (fractions in fractions) would be too small to read."""
     for _ in range(6):
         latex, size = _random_latex(rng), rng.randint(*FONT_SIZES)
         mask = _render_math(latex, size, rng.choice(MATH_FONTSETS))
