@@ -66,6 +66,9 @@ class LinePage:
     num_streams: int
     image_size: tuple[int, int]  # (width, height) of the page
     paper: tuple[int, int, int] = lines.WHITE  # the views' background: the page's paper
+    # The regions' boxes at their ink, as the layout found them (`regions` are boxed as typeset: `typeset_box`):
+    # a block read as an equation is boxed at its ink, as the official model boxes one. Empty: as `regions`.
+    ink_boxes: tuple[Box, ...] = ()
 
     def rows(self, view: int) -> int:
         """How many rows of `view` hold a segment (the last view may be partly blank)."""
@@ -100,12 +103,15 @@ def line_views(image: Image.Image, size: int) -> LinePage:
 
     angle = deskew.skew_angle(image)
     straight = deskew.straighten(image, angle, lines.paper_colour(image)) if angle else image
-    page = pack_page(straight, [typeset_box(straight, r) for r in analyze(straight)], size)
+    found = analyze(straight)
+    page = pack_page(straight, [typeset_box(straight, r) for r in found], size)
+    page = replace(page, ink_boxes=tuple(r.box for r in found))
     if not angle:
         return page
-    regions = tuple(replace(r, box=deskew.box_on_page(r.box, angle, image.size, straight.size))
-                    for r in page.regions)
-    return replace(page, regions=regions, image_size=image.size)
+    def on_page(box: Box) -> Box:
+        return deskew.box_on_page(box, angle, image.size, straight.size)
+    return replace(page, regions=tuple(replace(r, box=on_page(r.box)) for r in page.regions),
+                   ink_boxes=tuple(map(on_page, page.ink_boxes)), image_size=image.size)
 
 
 def typeset_box(image: Image.Image, region: Region) -> Region:
@@ -250,7 +256,7 @@ def read_page(page: LinePage, view_texts: Sequence[str], answer: str) -> tuple[s
     """The page's answer from its views' answers (in view order), and warnings."""
     texts, warnings = stream_texts(page, view_texts)
     if answer == GROUNDING:
-        return grounding_text(page.regions, texts, page.image_size), warnings
+        return grounding_text(page.regions, texts, page.image_size, page.ink_boxes), warnings
     return plain_text(page.regions, texts), warnings
 
 
@@ -267,10 +273,16 @@ def worst_finish(reasons: Sequence[str]) -> tuple[str, str | None]:
 # --- assembly ------------------------------------------------------------------------------------------
 
 
-def grounding_text(regions: Sequence[Region], texts: Sequence[str], size: tuple[int, int]) -> str:
-    """The official grounding answer: one block per region in reading order, blank lines between blocks."""
+def grounding_text(regions: Sequence[Region], texts: Sequence[str], size: tuple[int, int],
+                   ink_boxes: Sequence[Box] = ()) -> str:
+    """The official grounding answer: one block per region in reading order, blank lines between blocks; an
+    equation boxed at its ink (`ink_boxes`, the regions' in order, where given), not as type."""
     read = iter(texts)
-    blocks = _join_numbers([(region, *region_content(region, read)) for region in regions])
+    blocks = [(region, *region_content(region, read)) for region in regions]
+    if ink_boxes:
+        blocks = [(replace(region, box=ink) if label == "equation" else region, label, content)
+                  for (region, label, content), ink in zip(blocks, ink_boxes, strict=True)]
+    blocks = _join_numbers(blocks)
     placed = [region for region, _, _ in blocks]
     answer = []
     for i, (region, label, content) in enumerate(blocks):

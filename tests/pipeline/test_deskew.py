@@ -79,3 +79,7 @@ def test_the_line_reader_reads_a_turned_page_as_the_straight_one_with_boxes_on_t
     for got, want in zip(read.regions, straight.regions):  # boxes on the turned page: the straight ones turned
         expected = deskew.box_on_page(want.box, 1.4, page.size, page.size)
         assert all(abs(a - b) <= 6 for a, b in zip(got.box, expected)), (got.box, expected)
+    assert len(read.ink_boxes) == len(read.regions)  # and the ink boxes the same way
+    for got, want in zip(read.ink_boxes, straight.ink_boxes):
+        expected = deskew.box_on_page(want, 1.4, page.size, page.size)
+        assert all(abs(a - b) <= 6 for a, b in zip(got, expected)), (got, expected)

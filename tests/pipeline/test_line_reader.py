@@ -104,6 +104,15 @@ def test_an_equations_number_beside_it_is_joined_to_it_as_the_official_model_wri
     assert plain.count("<|ref|>") == 2 and plain.endswith("\n## (12)")
 
 
+def test_an_equation_is_boxed_at_its_ink_and_other_blocks_as_their_type() -> None:
+    equation = Region("text", (300, 392, 500, 450), lines=(Line((300, 400, 500, 440)),))  # boxed as typeset
+    paragraph = Region("text", (100, 480, 700, 530), lines=(Line((100, 486, 700, 524)),))
+    ink = [(300, 400, 500, 440), (100, 486, 700, 524)]
+    text = line_reader.grounding_text((equation, paragraph), [r"\[ x = 1 \]", "Then"], PAGE, ink)
+    assert text == ("<|ref|>equation<|/ref|><|det|>[[375, 400, 624, 440]]<|/det|>\n\\[ x = 1 \\]\n\n"
+                    "<|ref|>text<|/ref|><|det|>[[125, 480, 874, 529]]<|/det|>\nThen")
+
+
 def test_a_caption_set_like_a_heading_is_a_caption_and_a_heading_naming_a_figure_stays_a_heading() -> None:
     heading = Region("sub_title", (100, 100, 300, 140), lines=(Line((100, 100, 300, 140)),))
     blocks = [line_reader.region_content(heading, iter([text])) for text in
