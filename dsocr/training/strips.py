@@ -4,7 +4,8 @@ per 64-pixel row, drawn exactly as the pipeline packs a page's lines.
 Each row is a line rendered at its own size (11-48 px type, the sizes of print on pages rendered at 100-300 dpi)
 in one of the synthetic pages' fonts, cut at its ink box, lightly degraded at that size (blur, noise, JPEG, a
 paper tone), then scaled to the common x-height by `lines.normalize_line`, as the pipeline scales the lines it
-finds. The text is real prose from the corpus (a run of a paragraph), real words in a random order (the
+finds. The text is real prose from the corpus (a run of a paragraph, in order or shuffled with its punctuation
+as the synthetic pages shuffle paragraphs), real words in a random order (the
 corpus's and ~44k English ones: they can only be read, not recited), table-like numbers, or list items, headings
 and captions. The target is the rows' texts, one per line: the answer to the `free` prompt. A third of the rows
 mix in made-up words and codes, which only spelling can read; some rows are typeset (curly quotes, dashes,
@@ -199,9 +200,11 @@ def _words_for_row(rng: Random) -> list[str]:
     words, which it must spell."""
     kind = rng.random()
     if kind < 0.35:  # a run of real prose, punctuation and all: the manual's or a standard-library docstring's
-        words = rng.choice(_openings() if kind < 0.15 else corpus.docstrings()).split()
+        words = rng.choice(_openings() if rng.random() < 0.4 else corpus.docstrings()).split()
         start = rng.randrange(max(1, len(words) - 4))
         words = words[start:start + 40]
+        if kind >= 0.2:  # shuffled, as the synthetic pages shuffle half their paragraphs: "thereof. non-virtual"
+            rng.shuffle(words)  # is read as printed, not as a sentence would go ("thereof, non-virtual")
     elif kind < 0.57:  # words in a random order: readable, not guessable
         words = [_any_word(rng) for _ in range(30)]
     elif kind < 0.72:  # made-up words among real ones

@@ -73,6 +73,14 @@ def test_text_is_prose_words_numbers_and_labelled_lines(views: list) -> None:
     assert len(set(text.split())) > 150  # varied: nothing to learn by heart
 
 
+def test_some_rows_are_prose_shuffled_with_its_punctuation(views: list) -> None:
+    """A period before a lower-case word ("thereof. non-virtual"): read as printed, not as prose would go."""
+    import re
+
+    rows = [row for view in views for row in view.rows]
+    assert sum(bool(re.search(r"[a-z]\. [a-z]", row)) for row in rows) >= 3
+
+
 def test_a_view_is_one_paper_and_computer_modern_only_draws_what_it_encodes(views: list) -> None:
     from dsocr.training import strips
 
