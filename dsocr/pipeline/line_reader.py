@@ -296,8 +296,8 @@ def _join_numbers(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, s
     """(region, label, content) blocks with each equation's number, "(N)" at the right of it on its line (the layout
     finds it as a region of its own: a column's width apart), joined to it as the official model writes one,
     `\\[ latex \\quad (N) \\]`, boxed around both."""
-    numbers = [j for j, (_, label, content) in enumerate(blocks)
-               if label not in ("equation", "table", "image") and _EQUATION_NUMBER.fullmatch(content)]
+    numbers = {j: match.group(1) for j, (_, label, content) in enumerate(blocks)  # block -> "12"
+               if label not in ("equation", "table", "image") and (match := _EQUATION_NUMBER.fullmatch(content))}
     number_of: dict[int, int] = {}  # equation block -> its number's block
     for i, (region, label, _) in enumerate(blocks):
         beside = [j for j in numbers if j not in number_of.values() and _numbers(region.box, blocks[j][0].box)]
@@ -308,10 +308,10 @@ def _join_numbers(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, s
         if i in number_of.values():
             continue
         if i in number_of:
-            number_region, _, number = blocks[number_of[i]]
+            j = number_of[i]
             latex = content.removesuffix("\\]").rstrip()
-            content = f"{latex} \\quad ({_EQUATION_NUMBER.fullmatch(number).group(1)}) \\]"
-            region = replace(region, box=_union(region.box, number_region.box))
+            content = f"{latex} \\quad ({numbers[j]}) \\]"
+            region = replace(region, box=_union(region.box, blocks[j][0].box))
         joined.append((region, label, content))
     return joined
 

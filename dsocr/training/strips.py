@@ -4,13 +4,12 @@ per 64-pixel row, drawn exactly as the pipeline packs a page's lines.
 Each row is a line rendered at its own size (11-48 px type, the sizes of print on pages rendered at 100-300 dpi)
 in one of the synthetic pages' fonts, cut at its ink box, lightly degraded at that size (blur, noise, JPEG, a
 paper tone), then scaled to the common x-height by `lines.normalize_line`, as the pipeline scales the lines it
-finds. The text is real prose from the corpus (a run of a paragraph, in order or shuffled with its punctuation
-as the synthetic pages shuffle paragraphs), real words in a random order (the
-corpus's and ~44k English ones: they can only be read, not recited), table-like numbers, or list items, headings
-and captions. The target is the rows' texts, one per line: the answer to the `free` prompt. A third of the rows
-mix in made-up words and codes, which only spelling can read; some rows are typeset (curly quotes, dashes,
-bullets, accented words, signs); a few are display formulas, read as `\\[ latex \\]`. Deterministic by seed,
-like `synthetic`.
+finds. The text is real prose from the corpus (a run of a paragraph, in order or shuffled with its punctuation as
+the synthetic pages shuffle paragraphs), real words in a random order (the corpus's and ~44k English ones: they
+can only be read, not recited), table-like numbers, or list items, headings and captions. The target is the
+rows' texts, one per line: the answer to the `free` prompt. A third of the rows mix in made-up words and codes,
+which only spelling can read; some rows are typeset (curly quotes, dashes, bullets, accented words, signs); a few
+are display formulas, read as `\\[ latex \\]`. Deterministic by seed, like `synthetic`.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ from dsocr.training.synthetic import (
 P_FORMULA = 0.06  # rows that are a display formula
 P_EXTRA_FONT = 0.5  # rows drawn in an extra font family, when there are any (`fonts.extra_families`)
 P_CELLS = 0.15  # views whose rows are all short table cells, as the pipeline packs a table: one cell a row
-MAX_FORMULA_HEIGHT = 3.5  # ems: a row holds ~1.9 ems of type; a taller formula is scaled down to fit it
+MAX_FORMULA_HEIGHT = 3.5  # ems: formulas up to this tall are rows (over ~1.9 ems scaled down to fit), taller drawn anew
 FONT_SIZES = (11, 48)  # px: the size a row is first rendered at, before it is scaled to the x-height
 PAD = 6  # blank pixels around a row's text while it is drawn
 # regular, bold, italic, like FONT_FAMILIES; their files map ASCII to TeX's OT1 encoding, right only for _CM_SAFE
