@@ -38,6 +38,7 @@ _CAPTION = re.compile(r"(Figure|Table)\s+\d")
 _BOLD_CAPTION = re.compile(r"(Figure|Table)\s+\d+[.:]")  # set like a heading: "Figure 1: ..." in bold
 _CAPTION_LABELS = {"Figure": "image_caption", "Table": "table_caption"}
 _HEADINGS = {"title": "#", "sub_title": "##"}  # Markdown before a heading's text
+PIECE = 3  # characters (spaces aside) of a block inside an equation's box that is a piece of the formula
 CENTRED = 0.04  # a caption this far (in its figure's or table's widths) from their middle is centred on them
 ASCENT, DESCENT = 1.35, 0.45  # a line's type above and below its baseline, in heights of its capitals
 _BULLET = re.compile(r"(?:^|\s)[\u2022\u25aa\u25e6\u2023]\s")  # •, ▪, ◦, ‣: a list item starts
@@ -282,7 +283,7 @@ def grounding_text(regions: Sequence[Region], texts: Sequence[str], size: tuple[
     if ink_boxes:
         blocks = [(replace(region, box=ink) if label == "equation" else region, label, content)
                   for (region, label, content), ink in zip(blocks, ink_boxes, strict=True)]
-    blocks = _join_numbers(blocks)
+    blocks = _join_numbers(_absorb_pieces(blocks))
     placed = [region for region, _, _ in blocks]
     answer = []
     for i, (region, label, content) in enumerate(blocks):
@@ -316,6 +317,35 @@ def _join_numbers(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, s
     return joined
 
 
+def _absorb_pieces(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, str, str]]:
+    """(region, label, content) blocks with the pieces of an equation the layout cut off it (a fraction's bar read
+    "- -", a lone denominator "w", a radical's bar taken for a figure) joined to it: a figure without text or a
+    block of at most PIECE characters lying in the equation's box. Their text is dropped: a formula's piece
+    is no text of its own."""
+    equations = [i for i, (_, label, _) in enumerate(blocks) if label == "equation"]
+    owner: dict[int, int] = {}  # piece -> its equation
+    for j, (region, label, content) in enumerate(blocks):
+        short = label == "image" or (label in ("text", "title", "sub_title")
+                                     and len(content.lstrip("#").replace(" ", "")) <= PIECE)
+        if short and (inside := [i for i in equations if _within(region.box, blocks[i][0].box)]):
+            owner[j] = inside[0]
+    joined = []
+    for i, (region, label, content) in enumerate(blocks):
+        if i in owner:
+            continue
+        for j in (j for j, e in owner.items() if e == i):
+            region = replace(region, box=_union(region.box, blocks[j][0].box))
+        joined.append((region, label, content))
+    return joined
+
+
+def _within(piece: Box, equation: Box) -> bool:
+    """`piece`'s middle inside `equation`'s box and its height within the equation's."""
+    x, y = (piece[0] + piece[2]) / 2, (piece[1] + piece[3]) / 2
+    return (equation[0] <= x <= equation[2] and equation[1] <= y <= equation[3]
+            and piece[3] - piece[1] <= equation[3] - equation[1])
+
+
 def _numbers(equation: Box, number: Box) -> bool:
     """A box at the right of an equation's, its middle within the equation's height: the equation's number."""
     middle = (number[1] + number[3]) / 2
@@ -347,7 +377,7 @@ def plain_text(regions: Sequence[Region], texts: Sequence[str]) -> str:
         else:
             text = _text(region, read)
         blocks.append((region, "equation" if _EQUATION.fullmatch(text) else region.label, text))
-    return "\n\n".join(text for _, _, text in _join_numbers(blocks) if text.strip())
+    return "\n\n".join(text for _, _, text in _join_numbers(_absorb_pieces(blocks)) if text.strip())
 
 
 def region_content(region: Region, read: Iterator[str]) -> tuple[str, str]:

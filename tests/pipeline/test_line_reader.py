@@ -113,6 +113,24 @@ def test_an_equation_is_boxed_at_its_ink_and_other_blocks_as_their_type() -> Non
                     "<|ref|>text<|/ref|><|det|>[[125, 480, 874, 529]]<|/det|>\nThen")
 
 
+def test_pieces_the_layout_cut_off_an_equation_join_it_and_their_text_is_dropped() -> None:
+    def region(label: str, box: tuple[int, int, int, int]) -> Region:
+        return Region(label, box, lines=() if label == "image" else (Line(box),))
+    regions = (region("text", (300, 400, 500, 460)),  # the formula's main line
+               region("text", (380, 428, 420, 431)),  # its fraction's bar, read "- -"
+               region("image", (450, 405, 520, 455)),  # its radical, taken for a figure
+               region("text", (300, 470, 310, 490)),  # "m" below it: not inside, a block of its own
+               region("text", (300, 500, 700, 540)))  # a paragraph
+    texts = [r"\[ x = \frac{a}{b} \]", "- -", "m", "Then"]
+    text = line_reader.grounding_text(regions, texts, PAGE)
+    assert text == ("<|ref|>equation<|/ref|><|det|>[[375, 400, 649, 460]]<|/det|>\n\\[ x = \\frac{a}{b} \\]\n\n"
+                    "<|ref|>text<|/ref|><|det|>[[375, 470, 387, 490]]<|/det|>\nm\n\n"
+                    "<|ref|>text<|/ref|><|det|>[[375, 500, 874, 539]]<|/det|>\nThen")
+    assert line_reader.plain_text(regions, texts) == "\\[ x = \\frac{a}{b} \\]\n\nm\n\nThen"
+    # Beside text, nothing is a piece: "- -" stays.
+    assert "- -" in line_reader.grounding_text(regions, ["x is a over b", "- -", "m", "Then"], PAGE)
+
+
 def test_a_caption_set_like_a_heading_is_a_caption_and_a_heading_naming_a_figure_stays_a_heading() -> None:
     heading = Region("sub_title", (100, 100, 300, 140), lines=(Line((100, 100, 300, 140)),))
     blocks = [line_reader.region_content(heading, iter([text])) for text in
