@@ -293,30 +293,6 @@ def grounding_text(regions: Sequence[Region], texts: Sequence[str], size: tuple[
     return "\n\n".join(answer)
 
 
-def _join_numbers(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, str, str]]:
-    """(region, label, content) blocks with each equation's number, "(N)" at the right of it on its line (the layout
-    finds it as a region of its own: a column's width apart), joined to it as the official model writes one,
-    `\\[ latex \\quad (N) \\]`, boxed around both."""
-    numbers = {j: match.group(1) for j, (_, label, content) in enumerate(blocks)  # block -> "12"
-               if label not in ("equation", "table", "image") and (match := _EQUATION_NUMBER.fullmatch(content))}
-    number_of: dict[int, int] = {}  # equation block -> its number's block
-    for i, (region, label, _) in enumerate(blocks):
-        beside = [j for j in numbers if j not in number_of.values() and _numbers(region.box, blocks[j][0].box)]
-        if label == "equation" and beside:
-            number_of[i] = min(beside, key=lambda j: blocks[j][0].box[0])  # the nearest
-    joined = []
-    for i, (region, label, content) in enumerate(blocks):
-        if i in number_of.values():
-            continue
-        if i in number_of:
-            j = number_of[i]
-            latex = content.removesuffix("\\]").rstrip()
-            content = f"{latex} \\quad ({numbers[j]}) \\]"
-            region = replace(region, box=_union(region.box, blocks[j][0].box))
-        joined.append((region, label, content))
-    return joined
-
-
 def _absorb_pieces(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, str, str]]:
     """(region, label, content) blocks with the pieces of an equation the layout cut off it (a fraction's bar read
     "- -", a lone denominator "w", a radical's bar taken for a figure) joined to it: a figure without text or a
@@ -334,6 +310,32 @@ def _absorb_pieces(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, 
         if i in owner:
             continue
         for j in (j for j, e in owner.items() if e == i):
+            region = replace(region, box=_union(region.box, blocks[j][0].box))
+        joined.append((region, label, content))
+    return joined
+
+
+def _join_numbers(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, str, str]]:
+    """(region, label, content) blocks with each equation's number, "(N)" at the right of it on its line (the layout
+    finds it as a region of its own: a column's width apart), joined to it as the official model writes one,
+    `\\[ latex \\quad (N) \\]`, boxed around both."""
+    numbers = {j: match.group(1) for j, (_, label, content) in enumerate(blocks)  # block -> "12"
+               if label not in ("equation", "table", "image") and (match := _EQUATION_NUMBER.fullmatch(content))}
+    number_of: dict[int, int] = {}  # equation block -> its number's block
+    for i, (region, label, _) in enumerate(blocks):
+        if label != "equation":
+            continue
+        beside = [j for j in numbers if j not in number_of.values() and _numbers(region.box, blocks[j][0].box)]
+        if beside:
+            number_of[i] = min(beside, key=lambda j: blocks[j][0].box[0])  # the nearest
+    joined = []
+    for i, (region, label, content) in enumerate(blocks):
+        if i in number_of.values():
+            continue
+        if i in number_of:
+            j = number_of[i]
+            latex = content.removesuffix("\\]").rstrip()
+            content = f"{latex} \\quad ({numbers[j]}) \\]"
             region = replace(region, box=_union(region.box, blocks[j][0].box))
         joined.append((region, label, content))
     return joined
