@@ -46,6 +46,7 @@ _DASH_ITEM = re.compile(r"[-\u2013*] ")  # a list written with dashes ("- one"),
 _NEXT_DASH_ITEM = re.compile(r" [-\u2013*] (?=[A-Z0-9\"'(])")  # " - Two": the next item starts
 _SECTION_NUMBER = re.compile(r"\d{1,2}(?:\.\d{1,2})+\.?\s|\d{1,2}\.\s")  # "4. ", "2.3 ", not "2024 "
 _EQUATION = re.compile(r"\\\[ .* \\\]", re.DOTALL)  # \[ latex \]
+_EQUATION_END = "\\]"
 _EQUATION_NUMBER = re.compile(r"(?:#{1,2} )?\((\d{1,3}[a-z]?)\)")  # "(12)", "(3a)"; as a heading too: "## (12)"
 _MARKUP = re.compile(r"<\|/?(?:ref|det)\|>")  # grounding tags in a row's text would forge blocks
 
@@ -305,14 +306,7 @@ def _absorb_pieces(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, 
                                      and len(content.lstrip("#").replace(" ", "")) <= PIECE)
         if short and (inside := [i for i in equations if _within(region.box, blocks[i][0].box)]):
             owner[j] = inside[0]
-    joined = []
-    for i, (region, label, content) in enumerate(blocks):
-        if i in owner:
-            continue
-        for j in (j for j, e in owner.items() if e == i):
-            region = replace(region, box=_union(region.box, blocks[j][0].box))
-        joined.append((region, label, content))
-    return joined
+    return _fold(blocks, owner)
 
 
 def _join_numbers(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, str, str]]:
@@ -321,24 +315,28 @@ def _join_numbers(blocks: list[tuple[Region, str, str]]) -> list[tuple[Region, s
     `\\[ latex \\quad (N) \\]`, boxed around both."""
     numbers = {j: match.group(1) for j, (_, label, content) in enumerate(blocks)  # block -> "12"
                if label not in ("equation", "table", "image") and (match := _EQUATION_NUMBER.fullmatch(content))}
-    number_of: dict[int, int] = {}  # equation block -> its number's block
+    owner: dict[int, int] = {}  # number block -> its equation
     for i, (region, label, _) in enumerate(blocks):
-        if label != "equation":
-            continue
-        beside = [j for j in numbers if j not in number_of.values() and _numbers(region.box, blocks[j][0].box)]
-        if beside:
-            number_of[i] = min(beside, key=lambda j: blocks[j][0].box[0])  # the nearest
-    joined = []
+        if label == "equation" and (beside := [j for j in numbers
+                                               if j not in owner and _numbers(region.box, blocks[j][0].box)]):
+            owner[min(beside, key=lambda j: blocks[j][0].box[0])] = i  # the nearest
+    tags = {i: numbers[j] for j, i in owner.items()}
+    numbered = [(region, label, f"{content.removesuffix(_EQUATION_END).rstrip()} \\quad ({tags[i]}) \\]")
+                if i in tags else (region, label, content) for i, (region, label, content) in enumerate(blocks)]
+    return _fold(numbered, owner)
+
+
+def _fold(blocks: list[tuple[Region, str, str]], owner: dict[int, int]) -> list[tuple[Region, str, str]]:
+    """`blocks` without those `owner` maps to another block (block -> its owner), each one's box joined to its
+    owner's."""
+    folded = []
     for i, (region, label, content) in enumerate(blocks):
-        if i in number_of.values():
+        if i in owner:
             continue
-        if i in number_of:
-            j = number_of[i]
-            latex = content.removesuffix("\\]").rstrip()
-            content = f"{latex} \\quad ({numbers[j]}) \\]"
+        for j in (j for j, o in owner.items() if o == i):
             region = replace(region, box=_union(region.box, blocks[j][0].box))
-        joined.append((region, label, content))
-    return joined
+        folded.append((region, label, content))
+    return folded
 
 
 def _within(piece: Box, equation: Box) -> bool:
