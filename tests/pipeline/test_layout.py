@@ -221,6 +221,29 @@ def test_an_infobox_is_a_picture_and_text_not_one_image() -> None:
     assert sum(len(r.lines) for r in regions if r.box[1] >= 340) >= 1 + len(rows)
 
 
+@pytest.mark.parametrize("fontset", ["dejavuserif", "cm"])
+def test_a_radical_over_a_tall_formula_is_print_not_a_figure(fontset: str) -> None:
+    """A radical over a fraction and an integral is a check stroke six glyphs tall (its bar is taken for a
+    rule): it stands in the formula's line, which is one region boxed at the formula's ink, not a figure."""
+    from dsocr.training.synthetic import _render_math
+
+    font = load_font("DejaVuSerif.ttf", 18)
+    latex = (r"r^p = \frac{\int_{0}^{1} \theta \, dx + \sum_{i=1}^{m} w_i}{\phi + \theta} \cdot "
+             r"\sqrt{s_t \cdot \int_{0}^{T} x_{i+1} \, dt} - \delta")
+    mask = _render_math(latex, 26, fontset)
+    image = Image.new("RGB", (900, 400), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((60, 40), "The reading of a paragraph above the formula, in a line of print.", font=font, fill="black")
+    image.paste((0, 0, 0), (200, 120, 200 + mask.width, 120 + mask.height), mask)
+    draw.text((60, 120 + mask.height + 40), "And a paragraph after it, in a line of its own.", font=font, fill="black")
+    ink = mask.getbbox()
+    formula = (200 + ink[0], 120 + ink[1], 200 + ink[2], 120 + ink[3])
+    assert ink[3] - ink[1] > 60  # a tall formula, not one line of text
+    regions = analyze(image)
+    assert all(r.label != "image" for r in regions), regions
+    assert max(_iou(r.box, formula) for r in regions) >= 0.9, (regions, formula)
+
+
 def test_a_bullet_two_ems_before_its_item_is_part_of_its_line() -> None:
     """A list's bullets stand well before their text; before an item that starts in bold capitals ("Microsoft
     Office Suite: ...") the gap is wider than a line's height, and the bullet still joins its line."""

@@ -118,12 +118,34 @@ def _graphic_seeds(comps: np.ndarray, coloured: np.ndarray, unit: float) -> np.n
     filled = (heights > 3 * unit) & (widths > 3 * unit) & (areas > 0.6 * heights * widths)
     glyphs = coloured & (heights <= 2.5 * unit) & (widths <= 3 * unit)
     marks = coloured & ~glyphs
-    seeds = (heights > 6 * unit) | filled | marks
+    seeds = ((heights > 6 * unit) & ~_formula_strokes(comps, coloured, unit)) | filled | marks
     if glyphs.any():
         index = np.flatnonzero(glyphs)
         by_mark = _touch(comps[index, :4], comps[marks, :4], pad=unit).any(axis=1)
         seeds[index[~_in_words(index, comps, unit) | by_mark]] = True
     return seeds
+
+
+def _formula_strokes(comps: np.ndarray, coloured: np.ndarray, unit: float) -> np.ndarray:
+    """Tall strokes of a display formula, which are print, not drawings: a radical's check over a fraction (its
+    bar is taken for a rule), a big integral or bracket; a narrow black stroke up to ten glyphs tall with the
+    formula's glyphs close beside it (a chart's strokes are wider, coloured or stand alone)."""
+    heights, widths = comps[:, 3] - comps[:, 1], comps[:, 2] - comps[:, 0]
+    tall = np.flatnonzero(~coloured & (heights > 6 * unit) & (heights <= 10 * unit) & (widths <= 0.5 * heights)
+                          & (comps[:, 4] < 0.5 * heights * widths))
+    strokes = np.zeros(len(comps), bool)
+    small = np.flatnonzero((heights <= 2.5 * unit) & ~coloured)
+    if not len(tall) or not len(small):
+        return strokes
+    middle = (comps[small, 1] + comps[small, 3]) / 2
+    gap = 2.5 * unit
+    for i in tall:
+        x1, y1, x2, y2 = comps[i, :4]
+        level = (middle > y1) & (middle < y2)
+        right = (comps[small, 0] >= x2 - 0.5 * unit) & (comps[small, 0] <= x2 + gap)
+        left = (comps[small, 2] <= x1 + 0.5 * unit) & (comps[small, 2] >= x1 - gap)
+        strokes[i] = bool((level & (right | left)).any())
+    return strokes
 
 
 def _in_words(index: np.ndarray, comps: np.ndarray, unit: float) -> np.ndarray:
