@@ -31,6 +31,7 @@ WORD_GAP = 12  # blank columns between two lines joined end to end
 CUT_WINDOW = 0.5  # a long line is cut at a word space in the last half of a row's width ...
 WORD_SPACE_SHARE = 0.7  # ... at least this share of the widest gap there
 INK_LEVEL = 160  # grey values darker than this are ink (clean print on light paper)
+FAINT = 40  # grey levels below the paper: a mark, however light (a segment's ends are trimmed to the marks)
 SHADE = 24  # grey levels: a line's crop whose paper differs more from the page's sits on a shade (`on_paper`)
 WHITE = (255, 255, 255)
 
@@ -158,20 +159,24 @@ def join_lines(parts: Sequence[Image.Image], background: tuple[int, int, int] = 
 def split_line(line: Image.Image, max_width: int, min_gap: int = MIN_GAP) -> list[Image.Image]:
     """Cut a normalized line into segments no wider than `max_width`, each in a run of blank columns at least
     `min_gap` wide, at a word space where there is one (`_gap_cut`); a line without such a gap is cut hard at
-    the limit. Blank columns at both ends of a segment are trimmed."""
-    ink = (np.asarray(line.convert("L")) < INK_LEVEL).any(axis=0)
+    the limit. Blank columns at both ends of a segment are trimmed: blank of any mark FAINT darker than the paper,
+    not only of ink (a small period upscaled from light print is grey, and its sentence ended without it)."""
+    grey = np.asarray(line.convert("L"))
+    ink = (grey < INK_LEVEL).any(axis=0)  # where the words are: segments are cut between them
+    paper = _grey_percentiles(grey, (95,))[0]
+    marks = (grey < max(paper - FAINT, INK_LEVEL)).any(axis=0)  # what a segment keeps at its ends, ink included
     segments, start, width = [], 0, ink.size
     while start < width:
-        while start < width and not ink[start]:
+        while start < width and not marks[start]:
             start += 1
         if start >= width:
             break
         if width - start <= max_width:
-            end = _last_ink(ink, start, width)
+            end = _last_ink(marks, start, width)
             segments.append(line.crop((start, 0, end, line.height)))
             break
         cut = _gap_cut(ink, start, start + max_width, min_gap)
-        end = _last_ink(ink, start, cut)
+        end = _last_ink(marks, start, cut)
         segments.append(line.crop((start, 0, end, line.height)))
         start = cut
     return segments

@@ -118,6 +118,20 @@ def test_split_trims_blank_ends_and_cuts_a_gapless_line_hard() -> None:
     assert lines.split_line(Image.new("RGB", (100, lines.ROW), "white"), 50) == []
 
 
+def test_split_keeps_a_faint_period_at_a_segments_ends() -> None:
+    """Light print's small period, upscaled, is grey (~180 on paper 249), lighter than INK_LEVEL: the segment
+    must still end after it, or its sentence is read without it."""
+    line = Image.new("RGB", (400, lines.ROW), (249, 249, 249))
+    draw = ImageDraw.Draw(line)
+    draw.rectangle((10, 20, 29, 45), fill=(181, 181, 181))  # a faint mark before the first word
+    draw.rectangle((40, 20, 239, 45), fill="black")  # words
+    draw.rectangle((250, 40, 255, 45), fill=(180, 180, 180))  # the faint period
+    draw.rectangle((300, 20, 319, 45), fill=(230, 230, 230))  # a shade of paper, no mark
+    segments = lines.split_line(line, max_width=380)
+    assert [s.width for s in segments] == [256 - 10]  # from the first mark (x 10) to the period's end (x 255)
+    assert np.asarray(segments[0].convert("L"))[40, 255 - 10] == 180
+
+
 def test_pack_puts_one_segment_per_row_and_fills_views_in_order() -> None:
     segments = [_bars([40 + 10 * i]) for i in range(13)]
     views, placements = lines.pack(segments, 384)
