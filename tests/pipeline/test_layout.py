@@ -244,6 +244,31 @@ def test_a_radical_over_a_tall_formula_is_print_not_a_figure(fontset: str) -> No
     assert max(_iou(r.box, formula) for r in regions) >= 0.9, (regions, formula)
 
 
+@pytest.mark.parametrize("fontset", ["stix", "dejavusans"])
+def test_a_fraction_with_sums_is_one_line_with_what_stands_beside_it(fontset: str) -> None:
+    """A fraction's bar is a short rule, taken out of the text: its numerator and denominator (with a sum's
+    limits) stack into lines of their own apart from "17 =" beside it. They make one line, one region; the
+    paragraphs around it and the rule under a heading are left alone."""
+    from dsocr.training.synthetic import _render_math
+
+    font = load_font("DejaVuSerif.ttf", 18)
+    mask = _render_math(r"17 \approx \frac{k + \sum_{k=1}^{K} x_k}{\sum_{k=1}^{N} m_k}", 24, fontset)
+    image = Image.new("RGB", (900, 500), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((60, 30), "A heading, underlined", font=font, fill="black")
+    draw.line((60, 56, 260, 56), fill="black", width=2)
+    draw.text((60, 64), "The reading of a paragraph above the formula, in a line of print.", font=font, fill="black")
+    image.paste((0, 0, 0), (250, 150, 250 + mask.width, 150 + mask.height), mask)
+    draw.text((60, 190 + mask.height), "And a paragraph after it, in a line of its own.", font=font, fill="black")
+    ink = mask.getbbox()
+    formula = (250 + ink[0], 150 + ink[1], 250 + ink[2], 150 + ink[3])
+    regions = analyze(image)
+    inside = [r for r in regions if _iou(r.box, formula) > 0]
+    assert len(inside) == 1 and _iou(inside[0].box, formula) >= 0.9, (regions, formula)
+    assert len(inside[0].lines) == 1
+    assert sum(len(r.lines) for r in regions) == 4, regions  # heading, two paragraphs, the formula
+
+
 def test_a_bullet_two_ems_before_its_item_is_part_of_its_line() -> None:
     """A list's bullets stand well before their text; before an item that starts in bold capitals ("Microsoft
     Office Suite: ...") the gap is wider than a line's height, and the bullet still joins its line."""

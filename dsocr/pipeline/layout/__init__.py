@@ -30,7 +30,7 @@ from dsocr.pipeline.layout.blocks import (
 )
 from dsocr.pipeline.layout.boxes import Box, Line, Region, _inside_any
 from dsocr.pipeline.layout.ink import EIGHT, NOISE, _binarize, _channels, _components, _glyph_unit
-from dsocr.pipeline.layout.lines import _gutters, _line_stats, _lines
+from dsocr.pipeline.layout.lines import _gutters, _join_fractions, _line_stats, _lines
 from dsocr.pipeline.layout.rules import (
     _coloured,
     _drawing_frames,
@@ -70,6 +70,9 @@ def analyze(image: Image.Image) -> list[Region]:
         for x in table.cols[1:-1]:
             walls[table.box[1]:table.box[3], int(x)] = True
     line_of = _lines(comps[free], walls, _gutters(ink, unit), unit)
+    bars = loose[~_inside_any(loose, images)] if len(loose) else loose  # a fraction's bar: a loose rule...
+    bars = bars[~_inside_any(bars, np.array([t.box for t in tables]).reshape(-1, 4))]  # ...in no table
+    line_of = _join_fractions(line_of, comps[free], bars, unit)
     stats = _line_stats(labels, text, comps, free, line_of, unit)
     owner = np.array([_table_of(line.box, tables) for line in stats], int)
     regions = []

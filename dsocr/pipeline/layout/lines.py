@@ -76,6 +76,29 @@ def _lines(comps: np.ndarray, walls: np.ndarray, gutters: np.ndarray, unit: floa
     return _absorb_inner(_join_pieces(ids, comps, walls, gutters, unit), comps)
 
 
+def _join_fractions(ids: np.ndarray, comps: np.ndarray, bars: np.ndarray, unit: float) -> np.ndarray:
+    """One line for a display formula's fraction: its bar (a short rule, taken out of the text) has lines
+    stacked right above and below it within its width (numerator, denominator, a sum's limits) and a line at
+    its height beside it ("17 ="). Read apart, each piece was a formula of its own; read as one line, the
+    formula is read whole. A heading's underline has no line beside it, a table's rules run wider."""
+    if len(comps) == 0 or len(bars) == 0:
+        return ids
+    n = int(ids.max()) + 1
+    box = _group_boxes(ids, comps, n)
+    target = np.arange(n)
+    for x1, y1, x2, y2 in bars[(bars[:, 2] - bars[:, 0]) <= 25 * unit].tolist():
+        inside = (box[:, 0] >= x1 - unit) & (box[:, 2] <= x2 + unit)
+        above = inside & (box[:, 3] <= y1 + 1) & (box[:, 3] >= y1 - 6 * unit)
+        below = inside & (box[:, 1] >= y2 - 1) & (box[:, 1] <= y2 + 6 * unit)
+        level = (box[:, 1] < y1) & (box[:, 3] > y2)
+        beside = level & (((box[:, 0] < x1) & (box[:, 2] >= x1 - 3 * unit))  # it may reach under the bar
+                          | ((box[:, 2] > x2) & (box[:, 0] <= x2 + 3 * unit)))
+        if above.any() and below.any() and beside.any():
+            joined = np.isin(target, target[above | below | beside | (inside & level)])
+            target[joined] = target[joined].min()
+    return np.unique(target[ids], return_inverse=True)[1].reshape(-1)
+
+
 def _group_boxes(ids: np.ndarray, boxes: np.ndarray, n: int) -> np.ndarray:
     """(n, 4) union box of each group (empty groups: x1 > x2)."""
     out = np.tile(np.array([np.iinfo(np.int64).max] * 2 + [np.iinfo(np.int64).min] * 2), (n, 1))
