@@ -4,11 +4,12 @@ Owns binarisation, ruling lines, ruled tables, graphics, text lines, paragraphs,
 with numpy and scipy only; must not deskew, read text or load a model (its lines feed a one-line reader).
 
 How: ink is what is clearly darker than the paper; long thin strokes are rules (crossing rules make a table
-grid, rules with text between them an open table, rule frames and large or coloured marks an image); glyphs
-join into lines through a horizontal smear that stops at column gutters (tall white strips with text on both
-sides); lines join into paragraphs while the baseline pitch and the text size stay the same; and a recursive
-X-Y cut orders the blocks, reading a band of columns column by column. Distances scale with `unit`, the
-page's typical glyph height (about an x-height).
+grid, rules with text between them an open table, rule frames and large or coloured marks an image, but not a
+display formula's tall radical or bracket); glyphs join into lines through a horizontal smear that stops at
+column gutters (tall white strips with text on both sides), and a fraction's numerator, denominator and what
+stands beside its bar join into one line; lines join into paragraphs while the baseline pitch and the text size
+stay the same; and a recursive X-Y cut orders the blocks, reading a band of columns column by column.
+Distances scale with `unit`, the page's typical glyph height (about an x-height).
 
 The stages, one module each, in the order `analyze` runs them: `ink` (binarisation, components, the unit),
 `rules` (ruling lines, ruled and open tables, graphics), `lines` (gutters, text lines, marks), `blocks`
