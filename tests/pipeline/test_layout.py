@@ -269,6 +269,28 @@ def test_a_fraction_with_sums_is_one_line_with_what_stands_beside_it(fontset: st
     assert sum(len(r.lines) for r in regions) == 4, regions  # heading, two paragraphs, the formula
 
 
+def test_a_last_line_whose_run_together_pieces_hang_descenders_stays_in_its_paragraph() -> None:
+    """Small print runs together: "grouping." as "grou", "pi", "n", "g", most of its pieces hanging a
+    descender. Its baseline is where its letters sit, one line pitch under the last, not the descenders'
+    bottom: the line ends its paragraph, it is no heading of its own."""
+    font = load_font("DejaVuSans.ttf", 16)
+    image = Image.new("RGB", (700, 220), "white")
+    draw = ImageDraw.Draw(image)
+    text = ["Note that the integer and exponent parts are always interpreted",
+            "using radix 10. For example, the literal is legal, and denotes the",
+            "same number as the other one. The allowed range of floating point",
+            "literals is implementation-dependent, as for the digit"]
+    for i, line in enumerate(text):
+        draw.text((60, 40 + 22 * i), line, font=font, fill="black")
+    y, width = 40 + 22 * len(text), font.getlength
+    draw.text((60, y), "grouping.", font=font, fill="black")
+    middle = y + font.getbbox("x")[1] + 3  # strokes that join "grou" and "pi" at the x-height's middle
+    draw.line((64, middle, 60 + width("grou") - 3, middle), fill="black", width=2)
+    draw.line((60 + width("grou") + 3, middle, 60 + width("groupi") - width("i") / 2, middle), fill="black", width=2)
+    regions = analyze(image)
+    assert [(r.label, len(r.lines)) for r in regions] == [("text", 5)], regions
+
+
 def test_a_bullet_two_ems_before_its_item_is_part_of_its_line() -> None:
     """A list's bullets stand well before their text; before an item that starts in bold capitals ("Microsoft
     Office Suite: ...") the gap is wider than a line's height, and the bullet still joins its line."""
