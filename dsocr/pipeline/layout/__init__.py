@@ -64,15 +64,15 @@ def analyze(image: Image.Image) -> list[Region]:
     images = _graphics(comps[seeds, :4], frames, loose, unit)
     free = np.flatnonzero(~seeds & ~_inside_any(comps[:, :4], images))
     grids = [t for t in grids if not _inside_any(np.array([t.box]), images)[0]]  # boxes in a drawing
-    tables = grids + _open_tables(loose[~_inside_any(loose, images)], hmask, comps[free], unit)
+    loose = loose[~_inside_any(loose, images)]  # not a drawing's
+    tables = grids + _open_tables(loose, hmask, comps[free], unit)
     walls = vmask.copy()  # what no line crosses: vertical rules (a pixel wider), open tables' column cuts
     walls[:, 1:] |= vmask[:, :-1]
     for table in tables:
         for x in table.cols[1:-1]:
             walls[table.box[1]:table.box[3], int(x)] = True
     line_of = _lines(comps[free], walls, _gutters(ink, unit), unit)
-    bars = loose[~_inside_any(loose, images)] if len(loose) else loose  # a fraction's bar: a loose rule...
-    bars = bars[~_inside_any(bars, np.array([t.box for t in tables]).reshape(-1, 4))]  # ...in no table
+    bars = loose[~_inside_any(loose, np.array([t.box for t in tables]).reshape(-1, 4))]  # a fraction's, maybe
     line_of = _join_fractions(line_of, comps[free], bars, unit)
     stats = _line_stats(labels, text, comps, free, line_of, unit)
     owner = np.array([_table_of(line.box, tables) for line in stats], int)
