@@ -24,6 +24,7 @@ from dsocr.errors import ConfigError
 from dsocr.generation.params import SamplingParams
 from dsocr.output.grounding import grounded_block, to_grid
 from dsocr.pipeline import deskew
+from dsocr.pipeline.document import union
 from dsocr.processing import lines
 from dsocr.processing.prompts import resolve_prompt
 
@@ -333,9 +334,8 @@ def _fold(blocks: list[tuple[Region, str, str]], owner: dict[int, int]) -> list[
     for i, (region, label, content) in enumerate(blocks):
         if i in owner:
             continue
-        for j in (j for j, o in owner.items() if o == i):
-            region = replace(region, box=_union(region.box, blocks[j][0].box))
-        folded.append((region, label, content))
+        box = union([region.box, *(blocks[j][0].box for j, o in owner.items() if o == i)])
+        folded.append((replace(region, box=box), label, content))
     return folded
 
 
@@ -350,10 +350,6 @@ def _numbers(equation: Box, number: Box) -> bool:
     """A box at the right of an equation's, its middle within the equation's height: the equation's number."""
     middle = (number[1] + number[3]) / 2
     return number[0] >= (equation[0] + equation[2]) / 2 and equation[1] <= middle <= equation[3]
-
-
-def _union(a: Box, b: Box) -> Box:
-    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
 def _centred(regions: Sequence[Region], i: int) -> bool:
