@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from dsocr.engine.cpu import use_cpu_decoding
 from dsocr.engine.engine import EngineConfig, EngineRequest, LLMEngine
 from dsocr.errors import ConfigError
 from dsocr.generation.params import SamplingParams
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 ImageSource = str | os.PathLike | bytes | Image.Image
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 EMBED_IMAGES = 16  # images through the vision tower at once (see OCR._embed)
+CPU_EMBED_IMAGES = 4  # fewer at once on a CPU: 0.31 s a view at 4, 0.33-0.36 at 16 (embedded model, 2 AVX2 cores)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,7 +153,9 @@ class OCR:
 
     `engine`: "fast" runs generation on `dsocr.engine.LLMEngine` (continuous batching, paged cache, CUDA
     graphs on CUDA), "reference" on the plain loop of `dsocr.generation.reference`; "auto" picks fast on CUDA
-    and the reference on CPU (where the engine has nothing to gain)."""
+    and the reference loop on CPU (where the engine has nothing to gain), there with the MoE layers and the LM head
+    switched to `dsocr.engine.cpu`'s small-batch forms by `from_pretrained` (same results up to float32
+    rounding; `engine="reference"` keeps the reference modules)."""
 
     def __init__(self, model: DeepseekOCR2ForCausalLM, tokenizer: Tokenizer, *, name: str = "",
                  engine: str = "auto", engine_config: EngineConfig | None = None) -> None:
@@ -186,6 +190,8 @@ class OCR:
         if dtype == "auto" and network.config.reading == "lines" and native_bf16(torch_device):
             vision = torch.bfloat16
             network.model.vision_to(vision)
+        if engine == "auto" and torch_device.type == "cpu":  # "reference" keeps the reference modules as they are
+            use_cpu_decoding(network)
         tokenizer = Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
         logger.info("loaded %s on %s (%s, vision %s) in %.1fs", model_dir, torch_device, torch_dtype, vision,
                     time.perf_counter() - start)
@@ -411,11 +417,13 @@ class OCR:
         return self._result(prepared.inputs, request, {"preprocess": prepared.seconds, "ttft": request.ttft})
 
     def _embed(self, inputs: Sequence[ImageInputs | DeferredImageInputs]) -> list[torch.Tensor]:
-        """The images' visual embeddings, EMBED_IMAGES at a time: SAM's global attention holds a views x heads x
-        tokens^2 bias, and a batch of dense pages read as lines can be a hundred views."""
+        """The images' visual embeddings, EMBED_IMAGES at a time (CPU_EMBED_IMAGES on a CPU): SAM's global
+        attention holds a views x heads x tokens^2 bias, and a batch of dense pages read as lines can be a hundred
+        views."""
         embeds: list[torch.Tensor] = []
-        for start in range(0, len(inputs), EMBED_IMAGES):
-            embeds += self._embed_group(inputs[start:start + EMBED_IMAGES])
+        step = CPU_EMBED_IMAGES if self.model.device.type == "cpu" else EMBED_IMAGES
+        for start in range(0, len(inputs), step):
+            embeds += self._embed_group(inputs[start:start + step])
         return embeds
 
     def _embed_group(self, inputs: Sequence[ImageInputs | DeferredImageInputs]) -> list[torch.Tensor]:

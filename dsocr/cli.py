@@ -62,7 +62,8 @@ def engine_option(f):
         "--engine", "engine_name", type=click.Choice(["auto", "fast", "reference"]), default="auto",
         envvar="DSOCR_ENGINE", show_default=True,
         help="Generation engine: fast (continuous batching, paged KV cache, CUDA graphs), reference (the plain "
-             "loop); auto = fast on CUDA, reference on CPU (env DSOCR_ENGINE).")(f)
+             "loop); auto = fast on CUDA, on CPU the plain loop with small-batch MoE and LM head kernels "
+             "(env DSOCR_ENGINE).")(f)
 
 
 @main.command()

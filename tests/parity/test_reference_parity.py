@@ -43,7 +43,7 @@ def parity_config() -> DeepseekOCR2Config:
 
 @pytest.fixture(scope="module")
 def ocr() -> OCR:
-    return OCR.from_pretrained(Path(PARITY_DIR) / "ckpt", device="cpu", dtype="float32")
+    return OCR.from_pretrained(Path(PARITY_DIR) / "ckpt", device="cpu", dtype="float32", engine="reference")
 
 
 @pytest.mark.parametrize("case", ["small", "page"])
