@@ -1,0 +1,117 @@
+"""Teach a changed vision tower to see as the old one did: distillation on line views, on the CPU.
+
+    python scripts/distill_vision.py TEACHER STUDENT OUT [--minutes 60] [--batch 8] [--lr 1e-4] [--seed 1]
+
+TEACHER and STUDENT are checkpoints of the same model whose vision towers differ (e.g. the student's SAM has its
+global layers windowed by scripts/window_sam.py). The student's vision tower (SAM, flow encoder, projector) learns
+to give the teacher's visual embeddings, the decoder's input, on the views a lines model reads: half are the line
+views `dsocr.pipeline.line_reader.line_views` packs from synthetic pages (training seeds, none of the held-out
+pages), half are training's strips (`dsocr.training.strips`). The loss is the squared error over the teacher's
+variance; the decoder is not touched, so a student that matches reads as the teacher reads. AdamW, warmup then
+cosine, for `--minutes`; OUT is saved every `--save-every` steps and at the end (official layout, bf16 shards,
+tokenizer.json). A view costs ~1.5 s of two CPU cores (drawing, teacher, student forward and backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from dsocr.model.weights import load_model, save_checkpoint
+from dsocr.processing.image import to_tensor
+
+SHARD_BYTES = 16_000_000
+PAGE_SEEDS = 700_000_000  # synthetic pages from here: far from run seed 0's training stream and held-out pages
+
+
+class Views(IterableDataset):
+    """Line views, alternately a synthetic page's (all of them) and a batch's worth of strips."""
+
+    def __init__(self, seed: int, size: int) -> None:
+        self.seed, self.size = seed, size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        from dsocr.pipeline.line_reader import line_views
+        from dsocr.training.data import strip_example
+        from dsocr.training.synthetic import generate_page
+
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        i = worker
+        while True:
+            page = generate_page(PAGE_SEEDS + self.seed * 1_000_000 + i)
+            for view in line_views(page.image, self.size).views:
+                yield to_tensor(view)
+            for j in range(4):
+                yield to_tensor(strip_example(PAGE_SEEDS + self.seed * 1_000_000 + 4 * i + j, self.size).image)
+            i += workers
+
+
+def vision_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    parts = (model.model.sam_model, model.model.qwen2_model, model.model.projector)
+    return [p for part in parts for p in part.parameters()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("teacher", type=Path)
+    parser.add_argument("student", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--minutes", type=float, default=60)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=400, help="length of the cosine schedule")
+    parser.add_argument("--save-every", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    teacher, student = load_model(args.teacher), load_model(args.student)
+    params = vision_parameters(student)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / args.warmup) * (
+        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / args.steps)))))
+    loader = DataLoader(Views(args.seed, student.config.base_size), batch_size=args.batch,
+                        num_workers=args.workers, prefetch_factor=2 if args.workers else None)
+    log = (args.out / "distill_log.jsonl")
+    args.out.mkdir(parents=True, exist_ok=True)
+    start, step = time.monotonic(), 0
+
+    def save() -> None:
+        save_checkpoint(student, args.out, dtype=torch.bfloat16, max_shard_bytes=SHARD_BYTES)
+        shutil.copy(args.student / "tokenizer.json", args.out / "tokenizer.json")
+
+    for pixels in loader:
+        with torch.no_grad():
+            target = teacher.model.encode_views(pixels)
+        loss = (student.model.encode_views(pixels) - target).pow(2).mean() / target.var()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        step += 1
+        minutes = (time.monotonic() - start) / 60
+        with log.open("a") as f:
+            f.write(json.dumps({"step": step, "loss": round(loss.item(), 5), "minutes": round(minutes, 2)}) + "\n")
+        if step % args.save_every == 0:
+            save()
+        if minutes >= args.minutes or step >= args.steps:
+            break
+    save()
+    print(f"{args.out}: {step} steps in {(time.monotonic() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
