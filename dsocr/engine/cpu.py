@@ -10,7 +10,8 @@ views of a page) through layers 256 wide, where each kernel call costs more than
   experts/top_k times the work.
 - `PackedLinear`: the LM head with its weight reordered once for oneDNN. MKL's GEMM on a handful of rows against
   a (vocab, hidden) weight re-packs the weight at every call (1.7 ms a step for the embedded model's 6780 x 256 on
-  an AVX2 EPYC; 0.3 ms packed). It keeps a second copy of the head's weight.
+  an AVX2 EPYC; 0.3 ms packed). It keeps a second copy of the head's weight, made when it is switched on: switch
+  a model that is already on its device and in its dtype, and do not train it afterwards.
 """
 
 from __future__ import annotations
