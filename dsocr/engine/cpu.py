@@ -16,6 +16,8 @@ views of a page) through layers 256 wide, where each kernel call costs more than
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,8 +54,7 @@ class PackedLinear(nn.Linear):
     """A bias-free `nn.Linear` whose float32 weight is also held reordered for oneDNN's GEMM."""
 
     def __init__(self, linear: nn.Linear, batch_hint: int = 8) -> None:
-        super().__init__(linear.in_features, linear.out_features, bias=False,
-                         device=linear.weight.device, dtype=linear.weight.dtype)
+        super().__init__(linear.in_features, linear.out_features, bias=False, device="meta")  # no throwaway weight
         self.weight = linear.weight
         self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), batch_hint)
 
@@ -63,12 +64,15 @@ class PackedLinear(nn.Linear):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
-def packing_works(weight: torch.Tensor) -> bool:
-    """Whether this torch build packs a float32 CPU weight for oneDNN and gets the right answer with it."""
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+@functools.cache
+def onednn_packing() -> bool:
+    """Whether this torch build packs a float32 CPU weight for oneDNN and gets the right answer with it (asked
+    once; the probe's numbers are fixed, so asking draws nothing from torch's random generator)."""
+    if not torch.backends.mkldnn.is_available():
         return False
-    probe = nn.Linear(16, 8, bias=False)
-    x = torch.randn(3, 16)
+    probe = nn.Linear(16, 8, bias=False, device="meta")
+    probe.weight = nn.Parameter(torch.linspace(-1, 1, 128).reshape(8, 16), requires_grad=False)
+    x = torch.linspace(-2, 2, 48).reshape(3, 16)
     try:
         got = PackedLinear(probe)(x)
     except (RuntimeError, AttributeError):  # an op missing from this build
@@ -86,7 +90,7 @@ def use_cpu_decoding(model: nn.Module) -> dict[str, int]:
             switched["experts"] += 1
     head = getattr(model, "lm_head", None)
     if (isinstance(head, nn.Linear) and not isinstance(head, PackedLinear) and head.bias is None
-            and packing_works(head.weight)):
+            and head.weight.device.type == "cpu" and head.weight.dtype == torch.float32 and onednn_packing()):
         model.lm_head = PackedLinear(head)
         switched["lm_head"] = 1
     return switched
