@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dsocr.model.weights import load_model, save_checkpoint
 from dsocr.processing.image import to_tensor
+from dsocr.training.train import SHARD_BYTES
 
-SHARD_BYTES = 16_000_000
 PAGE_SEEDS = 700_000_000  # synthetic pages from here: far from run seed 0's training stream and held-out pages
 
 

@@ -22,8 +22,7 @@ import torch
 
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import build_model, load_model, save_checkpoint
-
-SHARD_BYTES = 16_000_000  # the device tool's limit per file
+from dsocr.training.train import SHARD_BYTES
 
 
 def window_layers(model: DeepseekOCR2ForCausalLM, layers: list[int]) -> DeepseekOCR2ForCausalLM:
