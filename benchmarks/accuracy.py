@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from cpu_speed import per_page  # benchmarks/, this script's folder
 
 from dsocr.api import OCR
 from dsocr.generation.params import SamplingParams
@@ -90,15 +91,9 @@ def speed(ocr: OCR, mode: str, pages: int, max_tokens: int) -> float:
 
 
 def line_speed(ocr: OCR, pages: int, max_tokens: int) -> dict[str, float]:
-    """A lines model's seconds per typical synthetic page: in all, and in layout + packing, vision, decoding."""
-    totals = {"total": 0.0, "layout": 0.0, "vision": 0.0, "decode": 0.0}
-    for i in range(pages):
-        start = time.perf_counter()
-        result = ocr.ocr(generate_page(7_000 + i).image, "markdown", sampling=SamplingParams(max_new_tokens=max_tokens))
-        totals["total"] += time.perf_counter() - start
-        for key, timing in (("layout", "preprocess"), ("vision", "vision"), ("decode", "decode")):
-            totals[key] += result.timings.get(timing, 0.0)
-    return {k: v / pages for k, v in totals.items()}
+    """A lines model's seconds per typical synthetic page, each alone: in all, and in layout + packing, vision,
+    decoding (the pages are drawn before the clock starts)."""
+    return per_page(ocr, [generate_page(7_000 + i).image for i in range(pages)], 1, max_tokens)
 
 
 def main() -> None:
