@@ -1,6 +1,8 @@
 """Seconds per page of a model that reads lines (the embedded model) on this CPU: the reference modules against
 the CPU decoding forms (`dsocr.engine.cpu`), a page alone and four pages in one batch (as `dsocr convert`
-batches them), in one run, with the page's time split into layout + packing, vision and decoding.
+batches them), in one run, with the page's time split into layout + packing, vision and decoding. A third
+configuration, the CPU decoding forms with finished sequences kept in the batch to the end (as before
+`generation.reference.KEEP_SHARE`), measures what dropping them gains.
 
     python benchmarks/cpu_speed.py [--model dsocr/embedded] [--baseline MODEL] [--pages 8] [--batch 4] [--threads 2]
 
@@ -19,15 +21,26 @@ from pathlib import Path
 import torch
 
 from dsocr.api import OCR
+from dsocr.generation import reference
 from dsocr.generation.params import SamplingParams
 from dsocr.training.synthetic import generate_page
 
 STAGES = (("layout", "preprocess"), ("vision", "vision"), ("decode", "decode"))
 
 
-def per_page(ocr: OCR, images: list, batch: int, max_tokens: int = 2048) -> dict[str, float]:
-    """Seconds per page, in all and by stage, reading `images` `batch` at a time with the markdown prompt."""
+def per_page(ocr: OCR, images: list, batch: int, max_tokens: int = 2048, *,
+             keep_finished: bool = False) -> dict[str, float]:
+    """Seconds per page, in all and by stage, reading `images` `batch` at a time with the markdown prompt
+    (`keep_finished`: finished sequences stay in the decoding batch to its end)."""
     sampling = SamplingParams(max_new_tokens=max_tokens)
+    share, reference.KEEP_SHARE = reference.KEEP_SHARE, (0.0 if keep_finished else reference.KEEP_SHARE)
+    try:
+        return _per_page(ocr, images, batch, sampling)
+    finally:
+        reference.KEEP_SHARE = share
+
+
+def _per_page(ocr: OCR, images: list, batch: int, sampling: SamplingParams) -> dict[str, float]:
     totals = dict.fromkeys(("total", *(k for k, _ in STAGES)), 0.0)
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
@@ -52,17 +65,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = [generate_page(7_000 + i).image for i in range(args.pages)]
+    cpu = OCR.from_pretrained(args.model, device="cpu")
     models = {"reference modules": OCR.from_pretrained(args.model, device="cpu", engine="reference"),
-              "cpu decoding": OCR.from_pretrained(args.model, device="cpu")}
+              "cpu decoding": cpu, "finished rows kept": cpu}
     if args.baseline:
         models["baseline model"] = OCR.from_pretrained(args.baseline, device="cpu")
     runs = [(name, batch) for name in models for batch in (1, args.batch)]
     for name, _ in runs:
-        per_page(models[name], images[:1], 1)  # warm-up
+        per_page(models[name], images[:1], 1, keep_finished=name == "finished rows kept")  # warm-up
     figures: dict[tuple[str, int], list[dict[str, float]]] = {run: [] for run in runs}
     for _ in range(2):
         for name, batch in runs:
-            figures[name, batch].append(per_page(models[name], images, batch))
+            figures[name, batch].append(per_page(models[name], images, batch,
+                                                keep_finished=name == "finished rows kept"))
     print(f"{args.pages} synthetic pages, {torch.get_num_threads()} threads, seconds per page (best of 2):")
     best = {run: min(rows, key=lambda r: r["total"]) for run, rows in figures.items()}
     for (name, batch), row in best.items():
@@ -70,7 +85,8 @@ def main() -> None:
         print(f"  {name:<18} batch {batch}: {row['total']:.2f} s  ({stages})")
     for batch in (1, args.batch):
         base, new = best["reference modules", batch]["total"], best["cpu decoding", batch]["total"]
-        print(f"  batch {batch}: cpu decoding {base / new:.2f}x the reference modules' speed")
+        print(f"  batch {batch}: cpu decoding {base / new:.2f}x the reference modules' speed, "
+              f"{best['finished rows kept', batch]['total'] / new:.2f}x with finished rows kept")
     if args.baseline:
         for batch in (1, args.batch):
             base, new = best["baseline model", batch]["total"], best["cpu decoding", batch]["total"]

@@ -37,6 +37,15 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def keep(self, rows: torch.Tensor, length: int) -> None:
+        """Keep only the batch rows `rows` (the sequences still generating), with their first `length` positions:
+        a finished sequence stops costing work in every later step."""
+        for buffers in (self.keys, self.values):
+            for layer, old in enumerate(buffers):
+                new = old.new_empty((len(rows), *old.shape[1:]))  # positions >= length are written before read
+                new[:, :, :length] = old[rows, :, :length]
+                buffers[layer] = new
+
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: torch.Tensor | None, start: int) -> torch.Tensor:
         """Store this step's k/v (B, H_kv, T, D) at `start`, then attend q (B, H, T, D) over everything cached."""

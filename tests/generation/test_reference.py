@@ -6,6 +6,7 @@ import torch
 from dsocr.errors import GenerationError
 from dsocr.generation.params import SamplingParams
 from dsocr.generation.reference import FINISH_LENGTH, FINISH_STOP, GenerationRequest, generate
+from dsocr.model.decoder import KVCache
 from dsocr.testing.fixtures import random_model, tiny_config
 
 IMAGE_ID, EOS_ID = 3, 1
@@ -103,3 +104,26 @@ def test_prompt_longer_than_the_context_is_refused(model) -> None:
     with pytest.raises(GenerationError, match="context"):
         generate(model, [GenerationRequest(prompt_ids=[0] * 2048)], _greedy(2), image_token_id=IMAGE_ID,
                  eos_token_id=EOS_ID)
+
+
+def test_rows_that_finish_early_leave_the_batch_and_the_rest_read_on_unchanged(model, monkeypatch) -> None:
+    prompts = [[0, 5 + i, 60 + 7 * i, 9] for i in range(8)]
+    free = [generate(model, [GenerationRequest(prompt_ids=p)], _greedy(14), image_token_id=IMAGE_ID,
+                     eos_token_id=EOS_ID)[0].token_ids for p in prompts]
+
+    def stops(eos: int) -> list[int]:
+        return [seq.index(eos) if eos in seq else len(seq) for seq in free]
+
+    # An EOS that some rows meet early and others late or never, so the batch shrinks while others go on.
+    eos = max({t for seq in free for t in seq}, key=lambda t: (len(set(stops(t))), -min(stops(t))))
+    assert len(set(stops(eos))) >= 3 and max(stops(eos)) > min(stops(eos)) + 2
+    params = SamplingParams(max_new_tokens=14, ngram_size=0)
+    alone = [generate(model, [GenerationRequest(prompt_ids=p)], params, image_token_id=IMAGE_ID,
+                      eos_token_id=eos)[0] for p in prompts]
+    kept: list[int] = []
+    keep = KVCache.keep
+    monkeypatch.setattr(KVCache, "keep", lambda self, rows, length: (kept.append(len(rows)), keep(self, rows, length)))
+    batched = generate(model, [GenerationRequest(prompt_ids=p) for p in prompts], params, image_token_id=IMAGE_ID,
+                       eos_token_id=eos)
+    assert [(r.token_ids, r.finish_reason) for r in batched] == [(r.token_ids, r.finish_reason) for r in alone]
+    assert kept and kept == sorted(kept, reverse=True) and kept[-1] < len(prompts)
