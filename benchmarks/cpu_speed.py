@@ -1,8 +1,8 @@
 """Seconds per page of a model that reads lines (the embedded model) on this CPU: the reference modules against
 the CPU decoding forms (`dsocr.engine.cpu`), a page alone and four pages in one batch (as `dsocr convert`
 batches them), in one run, with the page's time split into layout + packing, vision and decoding. A third
-configuration, the CPU decoding forms with finished sequences kept in the batch to the end (as before
-`generation.reference.KEEP_SHARE`), measures what dropping them gains.
+configuration, the CPU decoding forms with finished sequences kept in the batch to its end (as the reference loop
+did before `generation.reference.KEEP_SHARE`), measures what dropping them gains.
 
     python benchmarks/cpu_speed.py [--model dsocr/embedded] [--baseline MODEL] [--pages 8] [--batch 4] [--threads 2]
 
