@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from dsocr.model.config import DeepseekOCR2Config, EncoderConfig, LanguageConfig, ProjectorConfig, SamConfig
+from dsocr.model.decoder import DeepseekMoE
 from dsocr.model.ocr import DeepseekOCR2ForCausalLM
 from dsocr.model.weights import build_model, save_checkpoint
 
@@ -61,6 +62,11 @@ def random_model(config: DeepseekOCR2Config, *, seed: int = 0, dtype: torch.dtyp
     model = build_model(config, device=device, dtype=dtype)
     randomize_(model, seed)
     return model.eval().requires_grad_(False)
+
+
+def moe_layers(model: torch.nn.Module) -> list[DeepseekMoE]:
+    """The decoder's MoE layers, in order."""
+    return [m for m in model.modules() if isinstance(m, DeepseekMoE)]
 
 
 def write_random_checkpoint(path: str | os.PathLike, config: DeepseekOCR2Config | None = None, *, seed: int = 0,

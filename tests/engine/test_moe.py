@@ -7,11 +7,11 @@ import copy
 import pytest
 import torch
 
+from dsocr.engine.cpu import DenseExperts
 from dsocr.engine.moe import GroupedExperts, _grouped, _grouped_static, grouped_mm_works, use_grouped_experts
 from dsocr.generation.params import SamplingParams
 from dsocr.generation.reference import GenerationRequest, generate
-from dsocr.model.decoder import DeepseekMoE
-from dsocr.testing.fixtures import random_model, tiny_config
+from dsocr.testing.fixtures import moe_layers, random_model, tiny_config
 
 
 @pytest.fixture
@@ -19,28 +19,26 @@ def model():
     return random_model(tiny_config(), seed=0).eval()
 
 
-def _moe_layers(model) -> list[DeepseekMoE]:
-    return [m for m in model.modules() if isinstance(m, DeepseekMoE)]
-
-
-@pytest.mark.parametrize("tokens", [1, 3, 64, 500])
-def test_grouped_experts_equal_the_loop(model, tokens) -> None:
-    moe = _moe_layers(model)[0]
+# DenseExperts at 40 rows (2 x 40 > its 32): the grouped form's turn
+@pytest.mark.parametrize("form, tokens", [(GroupedExperts, t) for t in (1, 3, 64, 500)]
+                         + [(DenseExperts, t) for t in (1, 5, 16, 40)])
+def test_expert_forms_equal_the_loop(model, form, tokens) -> None:
+    moe = moe_layers(model)[0]
     x = torch.randn(2, tokens, moe.gate.weight.shape[1])
     with torch.no_grad():
         expected = moe(x)
-        moe.grouped = GroupedExperts(moe)
+        moe.grouped = form(moe)
         got = moe(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_packing_keeps_parameter_names_and_shares_storage(model) -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert use_grouped_experts(model) == len(_moe_layers(model)) > 0
+    assert use_grouped_experts(model) == len(moe_layers(model)) > 0
     after = model.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[k], before[k]) for k in before)
-    moe = _moe_layers(model)[0]
+    moe = moe_layers(model)[0]
     packed = moe.grouped.w13
     assert moe.experts[1].up_proj.weight.data_ptr() == packed[1, :, moe.grouped.intermediate:].data_ptr()
     assert use_grouped_experts(model) == 0  # idempotent
