@@ -19,6 +19,7 @@ from PIL import Image
 
 from dsocr.engine.cpu import use_cpu_decoding
 from dsocr.engine.engine import EngineConfig, EngineRequest, LLMEngine
+from dsocr.engine.sam_windows import use_blank_windows
 from dsocr.errors import ConfigError
 from dsocr.generation.params import SamplingParams
 from dsocr.generation.reference import FINISH_STOP, GenerationRequest, generate
@@ -192,6 +193,7 @@ class OCR:
             network.model.vision_to(vision)
         if engine == "auto" and torch_device.type == "cpu":  # "reference" keeps the reference modules as they are
             use_cpu_decoding(network)
+            use_blank_windows(network)  # a tower windowed throughout skips the views' flat windows
         tokenizer = Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
         logger.info("loaded %s on %s (%s, vision %s) in %.1fs", model_dir, torch_device, torch_dtype, vision,
                     time.perf_counter() - start)

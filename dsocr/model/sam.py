@@ -5,6 +5,8 @@ Must not know about crops, prompts or the language model: it maps pixels (V, 3, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -167,11 +169,17 @@ class SamEncoder(nn.Module):
         mid, out = config.downsample_channels
         self.net_2 = nn.Conv2d(neck, mid, kernel_size=3, stride=2, padding=1, bias=False)
         self.net_3 = nn.Conv2d(mid, out, kernel_size=3, stride=2, padding=1, bias=False)
+        # patch embeddings -> the blocks' output, when switched on (dsocr.engine.sam_windows)
+        self.blocks_runner: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(pixels)  # (V, G, G, C)
-        x = x + resize_pos_embed(self.pos_embed, x.shape[1])
-        for block in self.blocks:
-            x = block(x)
+        patches = self.patch_embed(pixels)  # (V, G, G, C)
+        x = self.run_blocks(patches) if self.blocks_runner is None else self.blocks_runner(patches)
         x = self.neck(x.permute(0, 3, 1, 2))  # (V, 256, G, G)
         return self.net_3(self.net_2(x))  # (V, C_out, G/4, G/4)
+
+    def run_blocks(self, patches: torch.Tensor) -> torch.Tensor:
+        x = patches + resize_pos_embed(self.pos_embed, patches.shape[1])
+        for block in self.blocks:
+            x = block(x)
+        return x

@@ -1,0 +1,101 @@
+"""SAM's blocks for a tower whose attention is windowed in every block (no global layer, e.g. the embedded model
+with `global_attn_indexes` empty), computed window by window, and only for the windows that show something.
+
+Must compute what the reference blocks compute, up to float32 rounding (tested against them); the parameters do
+not change. Why: with every block windowed, a window's output depends on its own patches and its place on the
+view alone. A line view (`dsocr.pipeline.line_reader`) is text packed on flat paper: on the synthetic pages 18% of
+its 160-pixel windows show nothing but the paper, and a view read again as two halves half of them. So:
+
+- the tokens stay cut into windows from the first block to the last (no partition and unpartition copies
+  around every block);
+- a window whose patch embeddings are all one vector (one flat colour) is not computed: its output at each place
+  is computed once per colour (the first time the colour is seen: the cost of one view) and kept.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from dsocr.model.sam import SamEncoder, resize_pos_embed
+
+CACHED_COLOURS = 8  # flat colours whose windows' outputs are kept (a page's views share their paper's)
+
+
+def windowed_throughout(sam: SamEncoder) -> bool:
+    """Whether every block of `sam` attends in windows of one size (the case `BlankWindows` computes)."""
+    windows = {block.window for block in sam.blocks}
+    return len(windows) == 1 and 0 not in windows
+
+
+class BlankWindows:
+    """`SamEncoder.blocks_runner`: patch embeddings (V, G, G, C) -> the blocks' output (V, G, G, C)."""
+
+    def __init__(self, sam: SamEncoder, colours: int = CACHED_COLOURS) -> None:
+        if not windowed_throughout(sam):
+            raise ValueError("BlankWindows needs every SAM block windowed, with one window size")
+        self.sam, self.window, self.colours = sam, sam.blocks[0].window, colours
+        self.cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # (colour, grid) -> (n, w, w, C)
+
+    def __call__(self, patches: torch.Tensor) -> torch.Tensor:
+        v, g, _, c = patches.shape
+        # Windows padded at the edge (their outputs depend on the padding) and training (kept outputs would
+        # carry a graph) go the reference way.
+        if g % self.window or torch.is_grad_enabled():
+            return self.sam.run_blocks(patches)
+        windows = self._partition(patches)  # (V * n, w, w, C)
+        first = windows[:, :1, :1]
+        flat = (windows == first).flatten(1).all(1)  # (V * n,) windows of one vector
+        pos = self._partition(resize_pos_embed(self.sam.pos_embed, g).to(patches.dtype))  # (n, w, w, C)
+        n = pos.shape[0]
+        places = torch.arange(v * n, device=patches.device) % n
+        out = torch.empty_like(windows)
+        live = (~flat).nonzero().flatten()
+        if len(live):
+            out[live] = self._blocks(windows[live] + pos[places[live]])
+        blank = flat.nonzero().flatten()
+        if len(blank):
+            colours, which = torch.unique(first[blank].reshape(len(blank), c), dim=0, return_inverse=True)
+            for i, colour in enumerate(colours):
+                rows = blank[which == i]
+                out[rows] = self._flat(colour, g, pos)[places[rows]]
+        return self._unpartition(out, v, g)
+
+    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks on windows (N, w, w, C): SamBlock.forward without cutting into windows and joining."""
+        for block in self.sam.blocks:
+            x = x + block.attn(block.norm1(x))
+            x = x + block.mlp(block.norm2(x))
+        return x
+
+    def _flat(self, colour: torch.Tensor, grid: int, pos: torch.Tensor) -> torch.Tensor:
+        """The blocks' output of a window of one `colour` (patch embedding, (C,)) at each place (n, w, w, C)."""
+        key = (colour.dtype, grid, colour.cpu().numpy().tobytes())
+        if key not in self.cache:
+            self.cache[key] = self._blocks(colour + pos)
+            if len(self.cache) > self.colours:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(key)
+        return self.cache[key]
+
+    def _partition(self, x: torch.Tensor) -> torch.Tensor:
+        """(V, G, G, C) -> (V * n, w, w, C), windows row-major as the reference's window_partition."""
+        v, g, _, c = x.shape
+        w, k = self.window, g // self.window
+        return x.reshape(v, k, w, k, w, c).permute(0, 1, 3, 2, 4, 5).reshape(v * k * k, w, w, c)
+
+    def _unpartition(self, windows: torch.Tensor, v: int, g: int) -> torch.Tensor:
+        w, k, c = self.window, g // self.window, windows.shape[-1]
+        return windows.reshape(v, k, k, w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(v, g, g, c)
+
+
+def use_blank_windows(model: torch.nn.Module) -> int:
+    """Switch every SAM tower of `model` whose blocks are all windowed to `BlankWindows`; returns how many were
+    switched (calling it again switches nothing). A tower with a global block keeps the reference blocks."""
+    switched = 0
+    for module in model.modules():
+        if isinstance(module, SamEncoder) and module.blocks_runner is None and windowed_throughout(module):
+            module.blocks_runner = BlankWindows(module)
+            switched += 1
+    return switched
