@@ -284,12 +284,14 @@ def teacher_forced(model: DeepseekOCR2ForCausalLM, examples: Sequence[Example], 
         model.train(was_training)
 
 
-def target_logits(model: DeepseekOCR2ForCausalLM, batch: Batch, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def target_logits(model: DeepseekOCR2ForCausalLM, batch: Batch, image_id: int,
+                  embeds: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The logits at the target tokens and their labels; logits only where there is a loss (the vocabulary is
-    large)."""
-    dtype = model.lm_head.weight.dtype
-    embeds = model.model.embed_images(normalize_pixels(batch.global_views).to(dtype),
-                                      normalize_pixels(batch.crops).to(dtype), batch.num_crops)
+    large). `embeds`: the distinct images' visual sequences when already computed (else the model's own)."""
+    if embeds is None:
+        dtype = model.lm_head.weight.dtype
+        embeds = model.model.embed_images(normalize_pixels(batch.global_views).to(dtype),
+                                          normalize_pixels(batch.crops).to(dtype), batch.num_crops)
     inputs = model.model.embed_inputs(batch.input_ids, batch.input_ids == image_id,
                                       [embeds[i] for i in batch.image_of_row])
     t = batch.input_ids.shape[1]
