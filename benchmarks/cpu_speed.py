@@ -2,7 +2,9 @@
 the CPU decoding forms (`dsocr.engine.cpu`), a page alone and four pages in one batch (as `dsocr convert`
 batches them), in one run, with the page's time split into layout + packing, vision and decoding. A third
 configuration, the CPU decoding forms with finished sequences kept in the batch to its end (as the reference loop
-did before `generation.reference.KEEP_SHARE`), measures what dropping them gains.
+did before `generation.reference.KEEP_SHARE`), measures what dropping them gains; for a vision tower windowed
+throughout, a fourth, every SAM window computed (no `dsocr.engine.sam_windows.BlankWindows`), what skipping the
+flat windows gains.
 
     python benchmarks/cpu_speed.py [--model dsocr/embedded] [--baseline MODEL] [--pages 8] [--batch 4] [--threads 2]
 
@@ -28,16 +30,19 @@ from dsocr.training.synthetic import generate_page
 STAGES = (("layout", "preprocess"), ("vision", "vision"), ("decode", "decode"))
 
 
-def per_page(ocr: OCR, images: list, batch: int, max_tokens: int = 2048, *,
-             keep_finished: bool = False) -> dict[str, float]:
+def per_page(ocr: OCR, images: list, batch: int, max_tokens: int = 2048, *, keep_finished: bool = False,
+             every_window: bool = False) -> dict[str, float]:
     """Seconds per page, in all and by stage, reading `images` `batch` at a time with the markdown prompt
-    (`keep_finished`: finished sequences stay in the decoding batch to its end)."""
+    (`keep_finished`: finished sequences stay in the decoding batch to its end; `every_window`: SAM's blocks
+    as the reference runs them)."""
     sampling = SamplingParams(max_new_tokens=max_tokens)
+    sam = ocr.model.model.sam_model
     share, reference.KEEP_SHARE = reference.KEEP_SHARE, (0.0 if keep_finished else reference.KEEP_SHARE)
+    runner, sam.blocks_runner = sam.blocks_runner, (None if every_window else sam.blocks_runner)
     try:
         return _per_page(ocr, images, batch, sampling)
     finally:
-        reference.KEEP_SHARE = share
+        reference.KEEP_SHARE, sam.blocks_runner = share, runner
 
 
 def _per_page(ocr: OCR, images: list, batch: int, sampling: SamplingParams) -> dict[str, float]:
@@ -68,16 +73,22 @@ def main() -> None:
     cpu = OCR.from_pretrained(args.model, device="cpu")
     models = {"reference modules": OCR.from_pretrained(args.model, device="cpu", engine="reference"),
               "cpu decoding": cpu, "finished rows kept": cpu}
+    if cpu.model.model.sam_model.blocks_runner is not None:
+        models["every window"] = cpu
     if args.baseline:
         models["baseline model"] = OCR.from_pretrained(args.baseline, device="cpu")
     runs = [(name, batch) for name in models for batch in (1, args.batch)]
+
+    def read(name: str, pages: list, batch: int) -> dict[str, float]:
+        return per_page(models[name], pages, batch, keep_finished=name == "finished rows kept",
+                        every_window=name == "every window")
+
     for name, _ in runs:
-        per_page(models[name], images[:1], 1, keep_finished=name == "finished rows kept")  # warm-up
+        read(name, images[:1], 1)  # warm-up
     figures: dict[tuple[str, int], list[dict[str, float]]] = {run: [] for run in runs}
     for _ in range(2):
         for name, batch in runs:
-            figures[name, batch].append(per_page(models[name], images, batch,
-                                                keep_finished=name == "finished rows kept"))
+            figures[name, batch].append(read(name, images, batch))
     print(f"{args.pages} synthetic pages, {torch.get_num_threads()} threads, seconds per page (best of 2):")
     best = {run: min(rows, key=lambda r: r["total"]) for run, rows in figures.items()}
     for (name, batch), row in best.items():
@@ -87,6 +98,9 @@ def main() -> None:
         base, new = best["reference modules", batch]["total"], best["cpu decoding", batch]["total"]
         print(f"  batch {batch}: cpu decoding {base / new:.2f}x the reference modules' speed, "
               f"{best['finished rows kept', batch]['total'] / new:.2f}x with finished rows kept")
+        if "every window" in models:
+            print(f"  batch {batch}: flat windows skipped {best['every window', batch]['total'] / new:.2f}x "
+                  f"every window computed (vision {best['every window', batch]['vision'] / best['cpu decoding', batch]['vision']:.2f}x)")
     if args.baseline:
         for batch in (1, args.batch):
             base, new = best["baseline model", batch]["total"], best["cpu decoding", batch]["total"]
