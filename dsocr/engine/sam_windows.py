@@ -1,15 +1,17 @@
-"""SAM's blocks for a tower whose attention is windowed in every block (no global layer, e.g. the embedded model
-with `global_attn_indexes` empty), computed window by window, and only for the windows that show something.
+"""SAM's windowed blocks before its first global one (all of them in a tower with no global block, e.g. a
+windowed embedded model), computed window by window, and only for the windows that show something.
 
 Must compute what the reference blocks compute, up to float32 rounding (tested against them); the parameters do
-not change. Why: with every block windowed, a window's output depends on its own patches and its place on the
+not change. Why: up to the first global block, a window's output depends on its own patches and its place on the
 view alone. A line view (`dsocr.pipeline.line_reader`) is text packed on flat paper: on the synthetic pages 18% of
 its 160-pixel windows show nothing but the paper, and a view read again as two halves half of them. So:
 
-- the tokens stay cut into windows from the first block to the last (no partition and unpartition copies
-  around every block);
+- the tokens stay cut into windows through those blocks (no partition and unpartition copies around each);
 - a window whose patch embeddings are all one vector (one flat colour) is not computed: its output at each place
   is computed once per colour (the first time the colour is seen: the cost of one view) and kept.
+
+The blocks from the first global one on run as the reference runs them (global attention mixes the paper's
+windows with the rest).
 """
 
 from __future__ import annotations
@@ -23,18 +25,23 @@ from dsocr.model.sam import SamEncoder, resize_pos_embed
 CACHED_COLOURS = 8  # flat colours whose windows' outputs are kept (a page's views share their paper's)
 
 
-def windowed_throughout(sam: SamEncoder) -> bool:
-    """Whether every block of `sam` attends in windows of one size (the case `BlankWindows` computes)."""
-    windows = {block.window for block in sam.blocks}
-    return len(windows) == 1 and 0 not in windows
+def leading_windowed(sam: SamEncoder) -> int:
+    """How many of `sam`'s blocks, from the first, attend in windows of the first one's size."""
+    count = 0
+    for block in sam.blocks:
+        if block.window == 0 or block.window != sam.blocks[0].window:
+            break
+        count += 1
+    return count
 
 
 class BlankWindows:
     """`SamEncoder.blocks_runner`: patch embeddings (V, G, G, C) -> the blocks' output (V, G, G, C)."""
 
     def __init__(self, sam: SamEncoder, colours: int = CACHED_COLOURS) -> None:
-        if not windowed_throughout(sam):
-            raise ValueError("BlankWindows needs every SAM block windowed, with one window size")
+        self.leading = leading_windowed(sam)
+        if not self.leading:
+            raise ValueError("BlankWindows needs a SAM tower whose first block is windowed")
         self.sam, self.window, self.colours = sam, sam.blocks[0].window, colours
         self.cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # (colour, grid) -> (n, w, w, C)
 
@@ -60,11 +67,15 @@ class BlankWindows:
             for i, colour in enumerate(colours):
                 rows = blank[which == i]
                 out[rows] = self._flat(colour, g, pos)[places[rows]]
-        return self._unpartition(out, v, g)
+        x = self._unpartition(out, v, g)
+        for block in self.sam.blocks[self.leading:]:
+            x = block(x)
+        return x
 
     def _blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """The blocks on windows (N, w, w, C): SamBlock.forward without cutting into windows and joining."""
-        for block in self.sam.blocks:
+        """The leading windowed blocks on windows (N, w, w, C): SamBlock.forward without cutting into windows
+        and joining."""
+        for block in self.sam.blocks[:self.leading]:
             x = x + block.attn(block.norm1(x))
             x = x + block.mlp(block.norm2(x))
         return x
@@ -91,11 +102,11 @@ class BlankWindows:
 
 
 def use_blank_windows(model: torch.nn.Module) -> int:
-    """Switch every SAM tower of `model` whose blocks are all windowed to `BlankWindows`; returns how many were
-    switched (calling it again switches nothing). A tower with a global block keeps the reference blocks."""
+    """Switch every SAM tower of `model` whose first block is windowed to `BlankWindows`; returns how many were
+    switched (calling it again switches nothing)."""
     switched = 0
     for module in model.modules():
-        if isinstance(module, SamEncoder) and module.blocks_runner is None and windowed_throughout(module):
+        if isinstance(module, SamEncoder) and module.blocks_runner is None and leading_windowed(module):
             module.blocks_runner = BlankWindows(module)
             switched += 1
     return switched

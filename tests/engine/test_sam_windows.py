@@ -1,4 +1,5 @@
-"""SAM's blocks window by window, flat windows kept (dsocr.engine.sam_windows), against the reference blocks."""
+"""SAM's leading windowed blocks window by window, flat windows kept (dsocr.engine.sam_windows), against the
+reference blocks."""
 
 from __future__ import annotations
 
@@ -60,11 +61,20 @@ def test_few_colours_are_kept() -> None:
     assert len(runner.cache) == 2
 
 
-def test_a_tower_with_a_global_block_or_edge_padding_keeps_the_reference_blocks(tiny_checkpoint) -> None:
-    with_global = tower(dataclasses.replace(WINDOWED, global_attn_indexes=(1,)))
-    assert use_blank_windows(with_global) == 0 and with_global.blocks_runner is None
-    with pytest.raises(ValueError, match="every SAM block windowed"):
-        BlankWindows(with_global)
+def test_blocks_from_the_first_global_one_run_as_the_reference_runs_them() -> None:
+    sam, pixels = tower(dataclasses.replace(WINDOWED, depth=4, global_attn_indexes=(2,))), views()
+    with torch.inference_mode():
+        expected = sam(pixels)
+        assert use_blank_windows(sam) == 1 and sam.blocks_runner.leading == 2
+        torch.testing.assert_close(sam(pixels), expected, rtol=1e-4, atol=1e-4)
+    assert len(sam.blocks_runner.cache) == 2
+
+
+def test_a_global_first_block_or_edge_padding_keeps_the_reference_blocks() -> None:
+    global_first = tower(dataclasses.replace(WINDOWED, global_attn_indexes=(0,)))
+    assert use_blank_windows(global_first) == 0 and global_first.blocks_runner is None
+    with pytest.raises(ValueError, match="first block is windowed"):
+        BlankWindows(global_first)
     padded = tower(dataclasses.replace(WINDOWED, window_size=5))  # 12 patches: windows padded at the edge
     assert use_blank_windows(padded) == 1 and use_blank_windows(padded) == 0
     with torch.inference_mode():
@@ -82,7 +92,7 @@ def test_with_gradients_on_the_reference_blocks_run_and_nothing_is_kept() -> Non
     assert sam.patch_embed.proj.weight.grad is not None
 
 
-def test_from_pretrained_switches_a_windowed_tower_on_the_cpu(tmp_path) -> None:
+def test_from_pretrained_switches_it_on_on_the_cpu(tmp_path) -> None:
     config = dataclasses.replace(tiny_config(), sam=WINDOWED)
     path = write_random_checkpoint(tmp_path / "windowed", config)
     assert isinstance(OCR.from_pretrained(path, device="cpu").model.model.sam_model.blocks_runner, BlankWindows)
