@@ -2,9 +2,9 @@
 the CPU decoding forms (`dsocr.engine.cpu`), a page alone and four pages in one batch (as `dsocr convert`
 batches them), in one run, with the page's time split into layout + packing, vision and decoding. A third
 configuration, the CPU decoding forms with finished sequences kept in the batch to its end (as the reference loop
-did before `generation.reference.KEEP_SHARE`), measures what dropping them gains; for a vision tower windowed
-throughout, a fourth, every SAM window computed (no `dsocr.engine.sam_windows.BlankWindows`), what skipping the
-flat windows gains.
+did before `generation.reference.KEEP_SHARE`), measures what dropping them gains; a fourth, every SAM window
+computed (no `dsocr.engine.sam_windows.BlankWindows`), what skipping the flat windows of SAM's windowed blocks
+gains.
 
     python benchmarks/cpu_speed.py [--model dsocr/embedded] [--baseline MODEL] [--pages 8] [--batch 4] [--threads 2]
 

@@ -193,7 +193,7 @@ class OCR:
             network.model.vision_to(vision)
         if engine == "auto" and torch_device.type == "cpu":  # "reference" keeps the reference modules as they are
             use_cpu_decoding(network)
-            use_blank_windows(network)  # a tower windowed throughout skips the views' flat windows
+            use_blank_windows(network)  # SAM's leading windowed blocks skip the views' flat windows
         tokenizer = Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
         logger.info("loaded %s on %s (%s, vision %s) in %.1fs", model_dir, torch_device, torch_dtype, vision,
                     time.perf_counter() - start)

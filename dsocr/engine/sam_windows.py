@@ -4,7 +4,7 @@ windowed embedded model), computed window by window, and only for the windows th
 Must compute what the reference blocks compute, up to float32 rounding (tested against them); the parameters do
 not change. Why: up to the first global block, a window's output depends on its own patches and its place on the
 view alone. A line view (`dsocr.pipeline.line_reader`) is text packed on flat paper: on the synthetic pages 18% of
-its 160-pixel windows show nothing but the paper, and a view read again as two halves half of them. So:
+the embedded model's 160-pixel windows show nothing but the paper, and a view read again as two halves half of them. So:
 
 - the tokens stay cut into windows through those blocks (no partition and unpartition copies around each);
 - a window whose patch embeddings are all one vector (one flat colour) is not computed: its output at each place
@@ -82,7 +82,7 @@ class BlankWindows:
 
     def _flat(self, colour: torch.Tensor, grid: int, pos: torch.Tensor) -> torch.Tensor:
         """The blocks' output of a window of one `colour` (patch embedding, (C,)) at each place (n, w, w, C)."""
-        key = (colour.dtype, grid, colour.cpu().numpy().tobytes())
+        key = (colour.dtype, grid, colour.float().cpu().numpy().tobytes())  # float: numpy has no bfloat16
         if key not in self.cache:
             self.cache[key] = self._blocks(colour + pos)
             if len(self.cache) > self.colours:

@@ -52,6 +52,15 @@ def test_flat_windows_are_kept_and_the_output_equals_the_reference_blocks() -> N
     assert len(runner.cache) == 2
 
 
+def test_bfloat16_as_on_a_cpu_with_native_bfloat16() -> None:
+    sam, pixels = tower().to(torch.bfloat16), views().to(torch.bfloat16)
+    with torch.inference_mode():
+        expected = sam(pixels)
+        use_blank_windows(sam)
+        torch.testing.assert_close(sam(pixels), expected, rtol=0.05, atol=0.05)
+    assert len(sam.blocks_runner.cache) == 2
+
+
 def test_few_colours_are_kept() -> None:
     sam = tower()
     runner = BlankWindows(sam, colours=2)
