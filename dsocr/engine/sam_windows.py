@@ -6,7 +6,8 @@ not change. Why: up to the first global block, a window's output depends on its 
 view alone. A line view (`dsocr.pipeline.line_reader`) is text packed on flat paper: on the synthetic pages 18% of
 the embedded model's 160-pixel windows show nothing but the paper, and a view read again as two halves half of them. So:
 
-- the tokens stay cut into windows through those blocks (no partition and unpartition copies around each);
+- the tokens stay cut into windows through those blocks (a window-sized input is one window to `SamBlock`: no
+  partition and unpartition copies around each);
 - a window whose patch embeddings are all one vector (one flat colour) is not computed: its output at each place
   is computed once per colour (the first time the colour is seen: the cost of one view) and kept.
 
@@ -20,7 +21,7 @@ from collections import OrderedDict
 
 import torch
 
-from dsocr.model.sam import SamEncoder, resize_pos_embed
+from dsocr.model.sam import SamEncoder, resize_pos_embed, window_partition, window_unpartition
 
 CACHED_COLOURS = 8  # flat colours whose windows' outputs are kept (a page's views share their paper's)
 
@@ -51,10 +52,11 @@ class BlankWindows:
         # carry a graph) go the reference way.
         if g % self.window or torch.is_grad_enabled():
             return self.sam.run_blocks(patches)
-        windows = self._partition(patches)  # (V * n, w, w, C)
+        windows, _ = window_partition(patches, self.window)  # (V * n, w, w, C), no padding
         first = windows[:, :1, :1]
         flat = (windows == first).flatten(1).all(1)  # (V * n,) windows of one vector
-        pos = self._partition(resize_pos_embed(self.sam.pos_embed, g).to(patches.dtype))  # (n, w, w, C)
+        pos = resize_pos_embed(self.sam.pos_embed, g).to(patches.dtype)
+        pos, _ = window_partition(pos, self.window)  # (n, w, w, C)
         n = pos.shape[0]
         places = torch.arange(v * n, device=patches.device) % n
         out = torch.empty_like(windows)
@@ -67,18 +69,16 @@ class BlankWindows:
             for i, colour in enumerate(colours):
                 rows = blank[which == i]
                 out[rows] = self._flat(colour, g, pos)[places[rows]]
-        x = self._unpartition(out, v, g)
+        x = window_unpartition(out, self.window, (g, g), (g, g))
         for block in self.sam.blocks[self.leading:]:
             x = block(x)
         return x
 
-    def _blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """The leading windowed blocks on windows (N, w, w, C): SamBlock.forward without cutting into windows
-        and joining."""
+    def _blocks(self, windows: torch.Tensor) -> torch.Tensor:
+        """The leading windowed blocks on windows (N, w, w, C)."""
         for block in self.sam.blocks[:self.leading]:
-            x = x + block.attn(block.norm1(x))
-            x = x + block.mlp(block.norm2(x))
-        return x
+            windows = block(windows)
+        return windows
 
     def _flat(self, colour: torch.Tensor, grid: int, pos: torch.Tensor) -> torch.Tensor:
         """The blocks' output of a window of one `colour` (patch embedding, (C,)) at each place (n, w, w, C)."""
@@ -89,16 +89,6 @@ class BlankWindows:
                 self.cache.popitem(last=False)
         self.cache.move_to_end(key)
         return self.cache[key]
-
-    def _partition(self, x: torch.Tensor) -> torch.Tensor:
-        """(V, G, G, C) -> (V * n, w, w, C), windows row-major as the reference's window_partition."""
-        v, g, _, c = x.shape
-        w, k = self.window, g // self.window
-        return x.reshape(v, k, w, k, w, c).permute(0, 1, 3, 2, 4, 5).reshape(v * k * k, w, w, c)
-
-    def _unpartition(self, windows: torch.Tensor, v: int, g: int) -> torch.Tensor:
-        w, k, c = self.window, g // self.window, windows.shape[-1]
-        return windows.reshape(v, k, k, w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(v, g, g, c)
 
 
 def use_blank_windows(model: torch.nn.Module) -> int:

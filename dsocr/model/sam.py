@@ -131,11 +131,11 @@ class SamBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
-        if self.window:
-            size = (h.shape[1], h.shape[2])
+        size = (h.shape[1], h.shape[2])
+        if self.window and size != (self.window, self.window):  # a window-sized input is one window already
             windows, padded = window_partition(h, self.window)
             h = window_unpartition(self.attn(windows), self.window, padded, size)
-        else:
+        else:  # global, or one window (dsocr.engine.sam_windows runs the blocks on windows)
             h = self.attn(h)
         x = x + h
         return x + self.mlp(self.norm2(x))
