@@ -18,6 +18,9 @@
 #
 #   STRIPS=1 SNIPPETS=0 MODE=base BATCH=64 STEPS=6000 SAVE_EVERY=500 WARMUP=300 MINUTES=8 bash scripts/device_train_embedded.sh
 #
+# WINDOW=1 (with INIT) trains a copy of INIT with SAM's global layers windowed; EVAL=1 measures the saved
+# checkpoint (and EVAL_BASELINE) on the held-out pages at the end of the call (both below).
+#
 # three calls of one lease (the last one ends at STEPS), back to back: the machine is given back 30 s after a call. They are passed explicitly so that a warm restart (a
 # fine-tuning run as far as `dsocr train` knows) keeps them. SAVE_EVERY=1000 steps: each save logs the vision
 # spread and the teacher-forced check (train.teacher_forced) on held-out snippets.
@@ -35,12 +38,20 @@ FONTS=${FONTS:-$([[ -d fonts ]] && echo "$PWD/fonts" || true)}
 RUN=${RUN:-/tmp/dsocr-embedded}
 OUT=${OUT:-/tmp/out}
 WORKERS=${WORKERS:-$(( $(nproc) - 2 ))}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu: a smoke test of the whole script here (a few STEPS, ACC_PAGES=1)
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
 # The data workers' CPUs (run 7 waited for data 44% of the time): cores, threads per core, model.
 lscpu 2>/dev/null | grep -E "^(CPU\(s\)|Thread\(s\) per core|Core\(s\) per socket|Model name)" | tr -s ' ' || true
 mount -o remount,size=48G /dev/shm 2>/dev/null || true  # batches travel from the workers through it
 df -h /dev/shm | tail -1
+# WINDOW=1: start from INIT with SAM's global layers made windowed (scripts/window_sam.py; docs/training.md, run
+# 10), made once per lease on the machine's disk, so no other checkpoint needs to travel.
+if [[ ${WINDOW:-0} == 1 && -n ${INIT:-} ]]; then
+    windowed=/tmp/dsocr-windowed
+    [[ -f $windowed/config.json ]] || python3 scripts/window_sam.py "$INIT" "$windowed"
+    INIT=$windowed
+fi
 from=()
 if [[ ! -f $RUN/trainer_state.pt && -n ${INIT:-} ]]; then
     RUN=$RUN-warm; from=(--model "$INIT")
@@ -60,9 +71,20 @@ python3 -m dsocr train -o "$RUN" "${from[@]}" --preset embedded --steps "${STEPS
     --vision-lr-scale "${VISION_LR_SCALE:-1}" --glyph-weight "${GLYPH_WEIGHT:-0.1}" \
     --align-weight "${ALIGN_WEIGHT:-0}" --snippets "${SNIPPETS:-0.5}" --query-positions "${QUERY_POSITIONS:-0}" \
     --strips "${STRIPS:-0}" --mode "${MODE:-gundam}" \
-    ${FONTS:+--fonts "$FONTS"} ${SNIPPET_FONTS:+--snippet-fonts ${SNIPPET_FONTS/-/ }} ${GLYPH_SLOTS:+--glyph-slots} --save-every "${SAVE_EVERY:-1000}" --device cuda
+    ${FONTS:+--fonts "$FONTS"} ${SNIPPET_FONTS:+--snippet-fonts ${SNIPPET_FONTS/-/ }} ${GLYPH_SLOTS:+--glyph-slots} --save-every "${SAVE_EVERY:-1000}" --device "$DEVICE"
 cp "$RUN"/*.safetensors "$RUN"/config.json "$RUN"/model.safetensors.index.json "$RUN"/tokenizer.json \
     "$RUN"/train_log.jsonl "$OUT"/
 grep -v '"loss"' "$RUN"/train_log.jsonl | tail -3 || true
 awk 'NR % 50 == 0' "$RUN"/train_log.jsonl | tail -30
 tail -2 "$RUN"/train_log.jsonl
+# EVAL=1 (the lease's last call): the held-out pages and the sample read by the checkpoint just saved, and by
+# EVAL_BASELINE (e.g. dsocr/embedded) in the same call, float32 on the GPU (~2 minutes each; the shipping
+# decision's figures, to be measured again on the CPU before shipping): $OUT/accuracy*.json.
+if [[ ${EVAL:-0} == 1 ]]; then
+    for model in "$RUN" ${EVAL_BASELINE:+"$EVAL_BASELINE"}; do
+        name=accuracy; [[ $model == "$RUN" ]] || name=accuracy-baseline
+        python3 benchmarks/accuracy.py --model "$model" --device "$DEVICE" --dtype float32 --speed-pages 1 \
+            --pages "${ACC_PAGES:-32}" \
+            --json "$OUT/$name.json" 2>&1 | grep -E "^(held-out|real)" || echo "evaluation of $model failed"
+    done
+fi
