@@ -99,8 +99,9 @@ def main() -> None:
         print(f"  batch {batch}: cpu decoding {base / new:.2f}x the reference modules' speed, "
               f"{best['finished rows kept', batch]['total'] / new:.2f}x with finished rows kept")
         if "every window" in models:
-            print(f"  batch {batch}: flat windows skipped {best['every window', batch]['total'] / new:.2f}x "
-                  f"every window computed (vision {best['every window', batch]['vision'] / best['cpu decoding', batch]['vision']:.2f}x)")
+            every, skipped = best["every window", batch], best["cpu decoding", batch]
+            print(f"  batch {batch}: flat windows skipped {every['total'] / new:.2f}x every window computed "
+                  f"(vision {every['vision'] / skipped['vision']:.2f}x)")
     if args.baseline:
         for batch in (1, args.batch):
             base, new = best["baseline model", batch]["total"], best["cpu decoding", batch]["total"]

@@ -79,12 +79,16 @@ awk 'NR % 50 == 0' "$RUN"/train_log.jsonl | tail -30
 tail -2 "$RUN"/train_log.jsonl
 # EVAL=1 (the lease's last call): the held-out pages and the sample read by the checkpoint just saved, and by
 # EVAL_BASELINE (e.g. dsocr/embedded) in the same call, float32 on the GPU (~2 minutes each; the shipping
-# decision's figures, to be measured again on the CPU before shipping): $OUT/accuracy*.json.
+# decision's figures, to be measured again on the CPU before shipping).
+evaluate() {  # MODEL NAME: $OUT/NAME.json, the whole output in $OUT/NAME.log (a failure's reason too)
+    if python3 benchmarks/accuracy.py --model "$1" --device "$DEVICE" --dtype float32 --speed-pages 1 \
+            --pages "${ACC_PAGES:-32}" --json "$OUT/$2.json" >"$OUT/$2.log" 2>&1; then
+        grep -E "^(held-out|real)" "$OUT/$2.log" || true
+    else
+        echo "evaluation of $1 failed:"; tail -5 "$OUT/$2.log"
+    fi
+}
 if [[ ${EVAL:-0} == 1 ]]; then
-    for model in "$RUN" ${EVAL_BASELINE:+"$EVAL_BASELINE"}; do
-        name=accuracy; [[ $model == "$RUN" ]] || name=accuracy-baseline
-        python3 benchmarks/accuracy.py --model "$model" --device "$DEVICE" --dtype float32 --speed-pages 1 \
-            --pages "${ACC_PAGES:-32}" \
-            --json "$OUT/$name.json" 2>&1 | grep -E "^(held-out|real)" || echo "evaluation of $model failed"
-    done
+    evaluate "$RUN" accuracy
+    if [[ -n ${EVAL_BASELINE:-} ]]; then evaluate "$EVAL_BASELINE" accuracy-baseline; fi
 fi

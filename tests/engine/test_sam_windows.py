@@ -13,7 +13,8 @@ from dsocr.engine.sam_windows import BlankWindows, use_blank_windows
 from dsocr.model.sam import SamEncoder
 from dsocr.testing.fixtures import randomize_, tiny_config, write_random_checkpoint
 
-WINDOWED = dataclasses.replace(tiny_config().sam, global_attn_indexes=(), window_size=4)  # 12 x 12 patches: 3 x 3 windows
+# 12 x 12 patches: 3 x 3 windows
+WINDOWED = dataclasses.replace(tiny_config().sam, global_attn_indexes=(), window_size=4)
 
 
 def tower(config=WINDOWED) -> SamEncoder:
